@@ -1,0 +1,195 @@
+"""The training loop: Algorithm 1 of the paper, with its bookkeeping. It takes live objects, never a config,
+so tests and notebooks call ``train`` directly."""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .logging.base import Sink
+from .problems.base import Problem
+
+
+class Diverged(Exception):
+    """The loss became NaN or Inf."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the loop stopped at a step boundary."""
+
+
+@dataclass
+class RunStats:
+    """Running totals that become summary.json; plain data, so it checkpoints and resumes exactly."""
+
+    loss_thresholds: list[float] = field(default_factory=list)
+    steps_to_loss: dict = field(default_factory=dict)
+    n_teleports: int = 0
+    n_teleports_rejected: int = 0
+    max_rel_loss_drift: float = 0.0
+    time_teleport_s: float = 0.0
+    time_eval_s: float = 0.0
+    time_total_s: float = 0.0
+    last_val: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for t in self.loss_thresholds:
+            self.steps_to_loss.setdefault(str(t), None)
+
+    def add_loss(self, step: int, loss: float) -> None:
+        for t in self.loss_thresholds:
+            if self.steps_to_loss[str(t)] is None and loss < t:
+                self.steps_to_loss[str(t)] = step
+
+    def add_teleport(self, event: dict) -> None:
+        self.n_teleports += 1
+        self.time_teleport_s += event["time_s"]
+        if event["accepted"]:
+            self.max_rel_loss_drift = max(self.max_rel_loss_drift, event["rel_loss_drift"])
+        else:
+            self.n_teleports_rejected += 1
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class MetricBuffer:
+    """Per-step metrics kept as device tensors and copied to the host in one sync per flush, so logging
+    every step costs a couple of tensor ops, not a host round-trip."""
+
+    def __init__(self, track_params: bool = False):
+        self.track_params = track_params
+        self.steps, self.losses, self.grad_norms, self.times, self.params = [], [], [], [], []
+
+    def add(self, step: int, loss: Tensor, params: list[Tensor], elapsed: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss.detach())
+        self.grad_norms.append(torch._foreach_norm([p.grad for p in params]))  # one fused op
+        self.times.append(elapsed)
+        if self.track_params:  # low-dimensional problems: the trajectory, for contour plots
+            self.params.append(params[0].detach().clone())
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def drain(self) -> list[dict]:
+        if not self.steps:
+            return []
+        losses = torch.stack(self.losses).tolist()
+        grad_norm_sq = torch.stack([torch.stack(n) for n in self.grad_norms]).square().sum(1).tolist()
+        rows = [{"step": s, "loss": l, "grad_norm_sq": g, "time_s": t}
+                for s, l, g, t in zip(self.steps, losses, grad_norm_sq, self.times)]
+        if self.track_params:
+            for row, x in zip(rows, torch.stack(self.params).tolist()):
+                row["params"] = x
+        self.__init__(self.track_params)
+        return rows
+
+
+@torch.no_grad()
+def _final_loss(problem: Problem, params: list[Tensor]) -> float:
+    return float(problem.final_loss(params))
+
+
+def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Optimizer, symmetry, teleporter,
+          teleport_steps: list[int], total_steps: int, sink: Sink, generator: torch.Generator,
+          stats: RunStats, start_step: int = 0, log_every: int = 1, flush_every: int = 200,
+          checkpoint_every: int | None = None, save_checkpoint: Callable[[int], None] | None = None,
+          log_params: bool = False) -> dict:
+    """Run descent steps ``start_step .. total_steps-1``, teleporting before the scheduled ones.
+
+    Returns the summary fields the loop owns (status, final loss, counts, times). Raises nothing for
+    divergence or interruption: those end the run with ``status`` set, and what was logged is kept.
+    """
+    teleport_at = set(teleport_steps) if teleporter.enabled else set()
+    steps_per_epoch = problem.steps_per_epoch
+    buffer = MetricBuffer(track_params=log_params)
+    status, message, step = "completed", None, start_step
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):  # finish the current step, then stop cleanly
+        stop["signal"] = signum
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if _main_thread() else None
+    time_before = stats.time_total_s  # a resumed run continues the clock
+    t0 = time.perf_counter()
+
+    def elapsed() -> float:
+        return time_before + time.perf_counter() - t0
+
+    def flush() -> None:
+        for row in buffer.drain():
+            step_logged = row.pop("step")
+            sink.log(step_logged, row)
+            if not math.isfinite(row["loss"]):  # the diverged row is kept on disk, then the run stops
+                raise Diverged(f"the loss became {row['loss']} at step {step_logged}")
+            stats.add_loss(step_logged, row["loss"])
+
+    sink.start(total_steps, start_step)
+    try:
+        for step in range(start_step, total_steps):
+            # Algorithm 1, lines 2-4: teleport w_t along its orbit (loss unchanged, gradient larger).
+            if step in teleport_at:
+                flush()
+                for event in teleporter.teleport(step, problem, symmetry, params, optimizer, generator):
+                    stats.add_teleport(event)
+                    sink.log(step, event, kind="teleport")
+            # Line 6: one descent step of the chosen optimizer on this step's batch.
+            loss = problem.loss(params, problem.train_batch(step))
+            loss.backward()
+            if step % log_every == 0:
+                buffer.add(step, loss, params, elapsed())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            # Bookkeeping at epoch ends and flush points (the only host syncs besides teleports).
+            end_of_epoch = (step + 1) % steps_per_epoch == 0
+            if len(buffer) >= flush_every or end_of_epoch and steps_per_epoch > 1:
+                flush()
+            if end_of_epoch and steps_per_epoch > 1:
+                t_eval = time.perf_counter()
+                val = problem.evaluate(params)
+                stats.time_eval_s += time.perf_counter() - t_eval
+                if val:
+                    stats.last_val = val
+                    sink.log(step + 1, {"epoch": (step + 1) // steps_per_epoch, **val}, kind="val")
+            if checkpoint_every and save_checkpoint and (step + 1) % checkpoint_every == 0:
+                flush()
+                stats.time_total_s = elapsed()
+                save_checkpoint(step + 1)
+            if stop["signal"] is not None:
+                raise Interrupted(f"signal {signal.Signals(stop['signal']).name} at step {step}")
+        flush()
+        step = total_steps
+    except Diverged as exc:
+        status, message = "diverged", f"Training diverged: {exc}."
+    except (KeyboardInterrupt, Interrupted) as exc:
+        status = "interrupted"
+        try:
+            flush()
+        except Diverged:
+            pass
+        message = f"Interrupted ({exc or 'SIGINT'}); resume with resume=true."
+        if save_checkpoint is not None:
+            # The interrupted step may be half done: restart it from the last completed one.
+            stats.time_total_s = elapsed()
+            save_checkpoint(step)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    stats.time_total_s = elapsed()
+    final_loss = _final_loss(problem, params) if status != "diverged" else float("nan")
+    return {"status": status, "message": message, "final_loss": final_loss, "steps_done": step}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,88 @@
+"""The figures people look at, drawn from a run's files (so they can be redrawn from disk at any time).
+
+For 2-D problems: loss contours with the trajectory and the teleport jumps. For every run: loss and
+||grad L||^2 against step, and loss against ||grad L||^2 (the paper's figure 2 panels).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .logging.jsonl import read_jsonl  # noqa: E402
+
+
+def _finite(rows, key):
+    return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in rows], dtype=float)
+
+
+def plot_curves(run_dir: Path) -> list[Path]:
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted")]
+    if not rows:
+        return []
+    step, loss, gn = np.array([r["step"] for r in rows]), _finite(rows, "loss"), _finite(rows, "grad_norm_sq")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    axes[0].plot(step, loss)
+    axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="loss")
+    axes[1].plot(step, gn)
+    axes[1].set(xlabel="step", ylabel="||grad L||^2", yscale="log", title="||grad L||^2 (dL/dt for GD)")
+    axes[2].plot(loss, gn)
+    axes[2].set(xlabel="loss", ylabel="||grad L||^2", xscale="log", yscale="log", title="||grad L||^2 vs loss")
+    for t in teleports:
+        for ax in axes[:2]:
+            ax.axvline(t["step"], color="tab:orange", alpha=0.4, lw=1)
+        axes[2].plot([t["loss_before"], t["loss_after"]], [t["grad_norm_sq_before"], t["grad_norm_sq_after"]],
+                     color="tab:orange", marker="o", ms=4)
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_contour(run_dir: Path, problem) -> list[Path]:
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "params" in r]
+    bounds = getattr(problem, "plot_bounds", None)
+    if not rows or bounds is None:
+        return []
+    xy = np.array([r["params"] for r in rows])
+    teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted") and "params_after" in t]
+    pts = np.concatenate([xy] + [np.array([t["params_before"], t["params_after"]]) for t in teleports])
+    x0, x1 = min(bounds[0], pts[:, 0].min()), max(bounds[1], pts[:, 0].max())
+    y0, y1 = min(bounds[2], pts[:, 1].min()), max(bounds[3], pts[:, 1].max())
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    grid = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=problem.dtype, device=problem.device)
+    with torch.no_grad():
+        z = torch.func.vmap(lambda p: problem.loss([p], None))(grid).reshape(gx.shape).cpu().numpy()
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    levels = np.logspace(np.log10(max(z.min(), 1e-6)), np.log10(z.max()), 18)
+    ax.contour(gx, gy, z, levels=levels, colors="gray", linewidths=0.6)
+    ax.plot(xy[:, 0], xy[:, 1], ".-", ms=3, lw=1, label="descent")
+    for i, t in enumerate(teleports):
+        (a, b), (c, d) = t["params_before"], t["params_after"]
+        ax.annotate("", xy=(c, d), xytext=(a, b), arrowprops=dict(arrowstyle="->", color="tab:orange", lw=1.5))
+        ax.plot([a, c], [b, d], color="tab:orange", lw=0, marker="o", ms=4, label="teleport" if i == 0 else None)
+    ax.plot(xy[0, 0], xy[0, 1], "ks", ms=6, label="start")
+    ax.plot(xy[-1, 0], xy[-1, 1], "*", color="tab:blue", ms=12, label="end")
+    ax.set(xlabel="x1", ylabel="x2", title=f"{problem.name}: trajectory on the loss contours")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = run_dir / "trajectory.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_run(run_dir: str | Path, problem=None) -> list[Path]:
+    """Draw every figure that fits the run; returns the files written."""
+    run_dir = Path(run_dir)
+    paths = plot_curves(run_dir)
+    if problem is not None and getattr(problem, "dim", 0) == 2:
+        paths += plot_contour(run_dir, problem)
+    return paths

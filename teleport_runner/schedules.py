@@ -1,0 +1,76 @@
+"""When to teleport: a schedule is a pure function of the run's length (and epoch size) to a set of steps.
+
+A teleport scheduled at step t happens before the descent step t, as in Algorithm 1: w_t <- g*·w_t, then
+w_{t+1} = w_t - lr grad L(w_t). Steps outside the run are dropped with a warning that names them.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+from .errors import ConfigError
+
+
+class Schedule:
+    """Base class: ``steps(total_steps, steps_per_epoch)`` gives the sorted teleport steps."""
+
+    def requested(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+        return []
+
+    def steps(self, total_steps: int, steps_per_epoch: int = 1) -> list[int]:
+        requested = sorted(set(self.requested(total_steps, steps_per_epoch)))
+        outside = [s for s in requested if not 0 <= s < total_steps]
+        if outside:
+            warnings.warn(f"Schedule steps {outside} lie outside the run (steps 0..{total_steps - 1}) and are "
+                          "skipped.", stacklevel=2)
+        return [s for s in requested if 0 <= s < total_steps]
+
+
+def _non_negative_ints(name: str, values) -> list[int]:
+    out = []
+    for v in values:
+        if int(v) != v or v < 0:
+            raise ConfigError(f"Invalid schedule.{name}: {list(values)!r}; entries must be integers >= 0.")
+        out.append(int(v))
+    return out
+
+
+class NoSchedule(Schedule):
+    """Never teleport."""
+
+
+class AtSteps(Schedule):
+    """Teleport before each descent step in ``steps`` (0-based)."""
+
+    def __init__(self, steps: Sequence[int] = ()):
+        self.at = _non_negative_ints("steps", list(steps))
+
+    def requested(self, total_steps, steps_per_epoch):
+        return self.at
+
+
+class Every(Schedule):
+    """Teleport at steps offset, offset + every, offset + 2 every, ... (until ``until``, exclusive)."""
+
+    def __init__(self, every: int = 100, offset: int = 0, until: int | None = None):
+        if int(every) < 1:
+            raise ConfigError(f"Invalid schedule.every: {every!r}; it must be a positive integer.")
+        if int(offset) < 0:
+            raise ConfigError(f"Invalid schedule.offset: {offset!r}; it must be >= 0.")
+        self.every, self.offset, self.until = int(every), int(offset), until
+
+    def requested(self, total_steps, steps_per_epoch):
+        end = total_steps if self.until is None else min(total_steps, int(self.until))
+        return list(range(self.offset, end, self.every))
+
+
+class AtEpochs(Schedule):
+    """Teleport at the start of each epoch in ``epochs`` (epoch 1 = right after the first epoch), plus an
+    optional ``step_offset`` inside that epoch (``epochs=[0], step_offset=500`` = after 500 steps)."""
+
+    def __init__(self, epochs: Sequence[int] = (1,), step_offset: int = 0):
+        self.epochs = _non_negative_ints("epochs", list(epochs))
+        self.step_offset = int(step_offset)
+
+    def requested(self, total_steps, steps_per_epoch):
+        return [e * steps_per_epoch + self.step_offset for e in self.epochs]

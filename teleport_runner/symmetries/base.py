@@ -1,0 +1,59 @@
+"""The symmetry contract (geoopt-style: a small interface, the math in pure functions).
+
+A group element g is given by coordinates ``xi`` (a list of tensors, the identity at zero) in which
+``act(xi, params, ctx)`` is differentiable; teleport solvers only ever call this interface and never ask
+which symmetry they hold.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..problems.base import Batch, Problem
+
+Coords = list[Tensor]
+
+
+class Symmetry(ABC):
+    """A group action that leaves a problem's loss invariant: L(g·w) = L(w).
+
+    Subclass docstrings state the group, the action formula, when it is exact, and its source.
+    """
+
+    name: str = "symmetry"
+    #: True when the action is exact only on the batch it was built from (eq. 8 and its follow-up form).
+    data_dependent: bool = False
+
+    def bind(self, problem: Problem) -> None:
+        """Check that this symmetry fits ``problem`` (raise ``SymmetryMismatch`` otherwise) and keep it."""
+        self.problem = problem
+
+    def prepare(self, params: list[Tensor], batch: Batch) -> Any:
+        """Work done once per teleport, not per ascent step (hidden activations, pseudo-inverses)."""
+        return None
+
+    @abstractmethod
+    def identity(self, params: list[Tensor], ctx: Any) -> Coords:
+        """Coordinates of the identity element, on the parameters' device and dtype."""
+
+    @abstractmethod
+    def sample(self, params: list[Tensor], ctx: Any, generator: torch.Generator, scale: float) -> Coords:
+        """A random group element; ``scale`` sets how far from the identity (ignored by compact groups)."""
+
+    @abstractmethod
+    def act(self, xi: Coords, params: list[Tensor], ctx: Any) -> list[Tensor]:
+        """The parameters g·w, as new tensors (inputs untouched), differentiable in ``xi``."""
+
+    def transform_state(self, xi: Coords, params: list[Tensor], ctx: Any, states: list[dict]) -> list[dict]:
+        """Carry optimizer state across the teleport ``xi`` (``teleport.optimizer_state=transform``):
+        one state dict per parameter in, one out (``params`` are the parameters before the teleport).
+
+        Default: refuse, because the action is not linear in a way the state can follow."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"teleport.optimizer_state=transform is not supported by symmetry "
+                          f"{self.name!r}: its action does not carry optimizer state linearly. "
+                          "Use optimizer_state=keep or optimizer_state=reset.")

@@ -1,0 +1,153 @@
+"""The teleport guard shared by every solver: measure, search, verify, then commit or roll back.
+
+A solver only implements ``search`` (find group coordinates). ``teleport`` wraps it the same way for all:
+loss and ||grad L||^2 before, the candidate g·w, loss and ||grad L||^2 after, and the relative loss drift.
+A candidate that is not finite or drifts more than ``max_rel_drift`` is never written into the parameters
+(rolled back) and is counted as rejected. Accepted teleports are written in place (``p.copy_``), so
+optimizer state stays attached to the same tensors; ``optimizer_state`` then says what happens to it.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, one_of
+from ..problems.base import Batch, Problem
+from ..symmetries.base import Coords, Symmetry
+from .state import STATE_POLICIES, apply_state_policy
+
+#: Settings of any solver. A preset tunes the solver it names (``teleport.lr=...``); when the user then swaps
+#: the solver (``teleport=none``) those keys stay in the merged config, so every solver tolerates the others'
+#: settings. Anything else is a typo and is rejected (Hydra already rejects unknown keys on the command line).
+SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "samples", "scale"}
+
+
+def check_other_settings(kind: str, settings: dict) -> None:
+    unknown = sorted(set(settings) - SOLVER_SETTINGS)
+    if unknown:
+        raise ConfigError(f"Unknown teleport setting(s) {unknown} for {kind}. Valid settings: "
+                          f"{sorted(SOLVER_SETTINGS | {'max_rel_drift', 'optimizer_state', 'batches', 'batch_size'})}.")
+
+
+#: Default drift tolerance per dtype: float32 rounding alone reaches ~1e-7 relative (worse near L = 0).
+DEFAULT_MAX_REL_DRIFT = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def loss_and_grad_norm_sq(problem: Problem, params: list[Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
+    """L(w) and ||grad L(w)||^2 at ``params`` (detached copies; nothing accumulates into .grad)."""
+    w = [p.detach().requires_grad_(True) for p in params]
+    with torch.enable_grad():
+        loss = problem.loss(w, batch)
+        grads = torch.autograd.grad(loss, w)
+    return loss.detach(), sum(g.square().sum() for g in grads)
+
+
+def relative_drift(before: Tensor, after: Tensor) -> Tensor:
+    tiny = torch.finfo(before.dtype).tiny
+    return (after - before).abs() / before.abs().clamp_min(tiny)
+
+
+class TeleportSolver(ABC):
+    """Base class of solvers: the guard above, plus the schedule-independent settings.
+
+    Args:
+        max_rel_drift: reject a teleport whose |L_after - L_before| / |L_before| exceeds this; ``None``
+            picks 1e-5 in float32 and 1e-10 in float64.
+        optimizer_state: ``keep``, ``reset`` or ``transform`` (move the state with the group action).
+        batches: teleports per scheduled step, each on its own mini-batch (the paper's Algorithm 2, B).
+        batch_size: size of a teleport batch; ``None`` uses the training batch size.
+    """
+
+    enabled = True
+    moves_params = True
+
+    def __init__(self, max_rel_drift: float | None = None, optimizer_state: str = "keep",
+                 batches: int = 1, batch_size: int | None = None, **other_solver_settings):
+        check_other_settings(type(self).__name__, other_solver_settings)
+        if max_rel_drift is not None and not max_rel_drift >= 0:
+            raise ConfigError(f"Invalid teleport.max_rel_drift: {max_rel_drift!r}; it must be >= 0 "
+                              "(or null for the dtype's default).")
+        if optimizer_state not in STATE_POLICIES:
+            raise one_of("teleport.optimizer_state", optimizer_state, STATE_POLICIES)
+        if int(batches) < 1:
+            raise ConfigError(f"Invalid teleport.batches: {batches!r}; it must be a positive integer.")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ConfigError(f"Invalid teleport.batch_size: {batch_size!r}; it must be a positive integer "
+                              "or null (the training batch size).")
+        self.max_rel_drift = max_rel_drift
+        self.optimizer_state = optimizer_state
+        self.batches = int(batches)
+        self.batch_size = None if batch_size is None else int(batch_size)
+
+    @abstractmethod
+    def search(self, problem: Problem, symmetry: Symmetry, params: list[Tensor], batch: Batch, ctx: Any,
+               generator: torch.Generator) -> Coords:
+        """Coordinates of the chosen group element (detached)."""
+
+    def tolerance(self, dtype: torch.dtype) -> float:
+        return self.max_rel_drift if self.max_rel_drift is not None else DEFAULT_MAX_REL_DRIFT[dtype]
+
+    def teleport(self, step: int, problem: Problem, symmetry: Symmetry, params: list[Tensor],
+                 optimizer: torch.optim.Optimizer, generator: torch.Generator) -> list[dict]:
+        """Teleport once on each of ``batches`` mini-batches; return one event dict per teleport."""
+        events = []
+        for index, batch in enumerate(problem.teleport_batches(step, self.batches, self.batch_size)):
+            events.append(self._teleport_once(step, index, problem, symmetry, params, optimizer, batch,
+                                              generator))
+        return events
+
+    def _teleport_once(self, step, index, problem, symmetry, params, optimizer, batch, generator) -> dict:
+        start = time.perf_counter()
+        holdout = problem.holdout_batch(step) if symmetry.data_dependent else None
+        loss_before, gn_before = loss_and_grad_norm_sq(problem, params, batch)
+        with torch.no_grad():
+            holdout_before = problem.loss(params, holdout) if holdout is not None else None
+        w = [p.detach().clone() for p in params]  # the point before, kept for rollback and state
+        ctx = symmetry.prepare(w, batch)
+        xi = self.search(problem, symmetry, w, batch, ctx, generator)
+        with torch.no_grad():
+            candidate = symmetry.act(xi, w, ctx) if self.moves_params else w
+        loss_after, gn_after = loss_and_grad_norm_sq(problem, candidate, batch)
+        drift = relative_drift(loss_before, loss_after)
+        finite = bool(torch.isfinite(loss_after) & torch.isfinite(gn_after)) and all(
+            bool(torch.isfinite(c).all()) for c in candidate)
+        accepted = finite and float(drift) <= self.tolerance(loss_before.dtype)
+        event = {
+            "step": step, "batch_index": index,
+            "loss_before": float(loss_before), "loss_after": float(loss_after),
+            "rel_loss_drift": float(drift),
+            "grad_norm_sq_before": float(gn_before), "grad_norm_sq_after": float(gn_after),
+            "accepted": accepted,
+        }
+        if accepted:
+            with torch.no_grad():
+                for p, c in zip(params, candidate):
+                    p.copy_(c)
+                if holdout is not None:
+                    holdout_after = problem.loss(params, holdout)
+                    event["holdout_rel_loss_change"] = float(relative_drift(holdout_before, holdout_after))
+            apply_state_policy(self.optimizer_state, optimizer, symmetry, xi, w, ctx, params)
+        if params[0].device.type == "cuda":
+            torch.cuda.synchronize(params[0].device)
+        event["time_s"] = time.perf_counter() - start
+        if params[0].numel() <= 3 and len(params) == 1:  # low-dimensional: keep the jump for plots
+            event["params_before"] = [float(v) for v in w[0]]
+            event["params_after"] = [float(v) for v in params[0].detach()]
+        return event
+
+
+class NoTeleport:
+    """The baseline: never teleports (``teleport=none``)."""
+
+    enabled = False
+    max_rel_drift = None
+    optimizer_state = "keep"
+
+    def __init__(self, **settings):
+        check_other_settings("NoTeleport", {k: v for k, v in settings.items()
+                                            if k not in ("max_rel_drift", "optimizer_state", "batches",
+                                                         "batch_size")})

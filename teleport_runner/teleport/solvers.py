@@ -1,0 +1,110 @@
+"""Teleport solvers: how to choose g. Each implements ``TeleportSolver.search`` and nothing else."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError, one_of
+from ..symmetries.base import Coords
+from .base import TeleportSolver
+
+
+def grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, create_graph: bool):
+    """||grad_w' L(w')||^2 at w' = g(xi)·w; differentiable in xi when ``create_graph`` (double backward)."""
+    w_new = symmetry.act(xi, params, ctx)
+    if not create_graph:  # only the value is needed: differentiate w.r.t. the new parameters themselves
+        w_new = [w.detach().requires_grad_(True) for w in w_new]
+    loss = problem.loss(w_new, batch)
+    grads = torch.autograd.grad(loss, w_new, create_graph=create_graph)
+    return sum(g.square().sum() for g in grads)
+
+
+def _clip(xi: Coords, max_norm: float | None) -> Coords:
+    """Scale the coordinates so their joint norm is at most ``max_norm`` (no host sync)."""
+    if max_norm is None:
+        return xi
+    norm = torch.sqrt(sum(x.square().sum() for x in xi))
+    factor = (max_norm / (norm + 1e-30)).clamp(max=1.0)
+    return [x * factor for x in xi]
+
+
+class GradientAscent(TeleportSolver):
+    """Gradient ascent on the group coordinates with objective ||grad L(g·w)||^2 (the paper's solver).
+
+    Starts at the identity (or at a random element, ``init=random``, as the paper's Booth run), takes
+    ``steps`` ascent steps of size ``lr``, keeps the coordinates' norm <= ``max_group_norm`` (the optimal g
+    can be unbounded), and returns the best iterate seen, so a teleport never picks a worse point on its
+    own path than one it already evaluated.
+    """
+
+    def __init__(self, steps: int = 10, lr: float = 0.1, init: str = "identity", init_scale: float = 1.0,
+                 max_group_norm: float | None = None, **guard):
+        super().__init__(**guard)
+        if int(steps) < 1:
+            raise ConfigError(f"Invalid teleport.steps: {steps!r}; it must be a positive integer.")
+        if not lr > 0:
+            raise ConfigError(f"Invalid teleport.lr: {lr!r}; the ascent learning rate must be > 0.")
+        if init not in ("identity", "random"):
+            raise one_of("teleport.init", init, ("identity", "random"))
+        if max_group_norm is not None and not max_group_norm > 0:
+            raise ConfigError(f"Invalid teleport.max_group_norm: {max_group_norm!r}; use a positive bound "
+                              "or null for none.")
+        self.steps, self.lr, self.init, self.init_scale = int(steps), float(lr), init, float(init_scale)
+        self.max_group_norm = max_group_norm
+
+    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
+        xi = (symmetry.identity(params, ctx) if self.init == "identity"
+              else symmetry.sample(params, ctx, generator, self.init_scale))
+        xi = _clip(xi, self.max_group_norm)
+        visited, values = [], []
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                xi = [x.detach().requires_grad_(True) for x in xi]
+                objective = grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, True)
+                d_xi = torch.autograd.grad(objective, xi)
+                visited.append([x.detach() for x in xi])
+                values.append(objective.detach())
+                xi = _clip([x.detach() + self.lr * d for x, d in zip(xi, d_xi)], self.max_group_norm)
+            visited.append(xi)
+            values.append(grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, False).detach())
+        # One host sync per teleport: non-finite values never win.
+        values = torch.stack(values)
+        values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
+        return visited[int(values.argmax())]
+
+
+class RandomSearch(TeleportSolver):
+    """Best of ``samples`` random group elements by ||grad L(g·w)||^2 (no double backward).
+
+    With ``samples=1`` it is the control 'an unoptimized group element'. ``scale`` sets the spread of the
+    samples around the identity (for non-compact groups).
+    """
+
+    def __init__(self, samples: int = 10, scale: float = 0.1, **guard):
+        super().__init__(**guard)
+        if int(samples) < 1:
+            raise ConfigError(f"Invalid teleport.samples: {samples!r}; it must be a positive integer.")
+        self.samples, self.scale = int(samples), float(scale)
+
+    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
+        candidates, values = [], []
+        with torch.enable_grad():
+            for _ in range(self.samples):
+                xi = symmetry.sample(params, ctx, generator, self.scale)
+                candidates.append(xi)
+                values.append(grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, False).detach())
+        values = torch.stack(values)
+        values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
+        return candidates[int(values.argmax())]
+
+
+class ResetOnly(TeleportSolver):
+    """Control: at each scheduled step reset the optimizer state and leave the parameters where they are."""
+
+    moves_params = False
+
+    def __init__(self, **guard):
+        guard["optimizer_state"] = "reset"
+        super().__init__(**guard)
+
+    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
+        return symmetry.identity(params, ctx)

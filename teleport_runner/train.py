@@ -1,0 +1,149 @@
+"""The Hydra entry point: compose the config, build the objects, run the loop, write the summary and plots.
+
+``teleport-train`` and ``python -m teleport_runner.train`` both land in ``main``. Everything below
+``run`` works on live objects, so ``loop.train`` can be called without Hydra.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError, UserError, one_of
+from .logging import JsonlSink, Sinks, write_summary
+from .loop import RunStats, train
+
+#: conf/ at the repository root (the package is installed in editable mode by `make`).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"Invalid device: {name!r}: this machine has no CUDA device. Use device=auto or "
+                          "device=cpu.")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise one_of("device", name, ("auto", "cpu", "cuda", "cuda:N")) from None
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise one_of("dtype", name, DTYPES)
+    return DTYPES[name]
+
+
+def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> int | None:
+    value = cfg.get(key)
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"Invalid {key}: {value!r}; it must be a positive integer.")
+    return value
+
+
+def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
+    """Instantiate problem, symmetry, teleport solver, schedule and optimizer from the config."""
+    torch.manual_seed(cfg.seed)
+    problem = _instantiate(cfg.problem, "problem")
+    problem.setup(device, dtype, cfg.seed)
+    symmetry = _instantiate(cfg.symmetry, "symmetry")
+    teleporter = _instantiate(cfg.teleport, "teleport")
+    if teleporter.enabled:
+        symmetry.bind(problem)
+    schedule = _instantiate(cfg.schedule, "schedule")
+    params = problem.init_params()
+    try:
+        optimizer = _instantiate(cfg.optimizer, "optimizer")(params)
+    except ValueError as exc:  # torch.optim validates its hyperparameters: "Invalid learning rate: -1"
+        raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_}: {exc}.") from None
+    return problem, symmetry, teleporter, schedule, params, optimizer
+
+
+def _instantiate(node: DictConfig, group: str):
+    try:
+        return instantiate(node)
+    except UserError:
+        raise
+    except Exception as exc:  # InstantiationException wraps the constructor's error
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise ConfigError(f"Could not build the {group} from its config ({OmegaConf.to_container(node)}): "
+                          f"{cause}") from None
+
+
+def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    epochs = _positive_int(cfg, "epochs", allow_none=True)
+    return epochs * steps_per_epoch if epochs is not None else _positive_int(cfg, "steps")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build everything from ``cfg``, train, and return the summary (also written to summary.json)."""
+    dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
+    _positive_int(cfg, "log_every")
+    problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
+    steps = total_steps(cfg, problem.steps_per_epoch)
+    teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
+    stats = RunStats(loss_thresholds=[float(t) for t in cfg.loss_thresholds])
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # group samples, on the device
+    sinks = [JsonlSink(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values()]
+    sink = Sinks(sinks)
+    summary = {"status": "failed", "seed": cfg.seed, "device": str(device), "dtype": cfg.dtype,
+               "steps": steps, "run_dir": str(run_dir)}
+    try:
+        result = train(problem=problem, params=params, optimizer=optimizer, symmetry=symmetry,
+                       teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps, sink=sink,
+                       generator=generator, stats=stats, log_every=cfg.log_every,
+                       log_params=getattr(problem, "dim", 0) == 2)
+        summary.update(result)
+        summary.update(_stats_summary(stats))
+        if result["status"] == "completed":
+            summary["final_metrics"] = {**stats.last_val, **problem.test(params)}
+    except BaseException as exc:
+        summary.update(_stats_summary(stats))
+        summary["message"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        sink.close(summary)
+    if cfg.plots:
+        from .plots import plot_run
+
+        plot_run(run_dir, problem)
+    return summary
+
+
+def _stats_summary(stats: RunStats) -> dict:
+    return {
+        "n_teleports": stats.n_teleports, "n_teleports_rejected": stats.n_teleports_rejected,
+        "max_rel_loss_drift": stats.max_rel_loss_drift, "time_total_s": stats.time_total_s,
+        "time_teleport_s": stats.time_teleport_s, "time_eval_s": stats.time_eval_s,
+        "time_descent_s": max(stats.time_total_s - stats.time_teleport_s - stats.time_eval_s, 0.0),
+        "steps_to_loss": stats.steps_to_loss,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run(cfg, run_dir)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(2)
+    return summary.get("final_loss")
+
+
+if __name__ == "__main__":
+    main()
