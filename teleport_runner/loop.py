@@ -113,12 +113,16 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
     steps_per_epoch = problem.steps_per_epoch
     buffer = MetricBuffer(track_params=log_params)
     status, message, step = "completed", None, start_step
+    done = start_step  # descent steps fully completed (the step a checkpoint resumes from)
     stop = {"signal": None}
 
-    def on_sigterm(signum, frame):  # finish the current step, then stop cleanly
+    def on_signal(signum, frame):  # finish the current step, then stop cleanly (a 2nd Ctrl-C: at once)
+        if signum == signal.SIGINT and stop["signal"] is not None:
+            raise KeyboardInterrupt
         stop["signal"] = signum
 
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if _main_thread() else None
+    previous_handlers = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+                         if _main_thread() else {})
     time_before = stats.time_total_s  # a resumed run continues the clock
     t0 = time.perf_counter()
 
@@ -160,12 +164,13 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
                 if val:
                     stats.last_val = val
                     sink.log(step + 1, {"epoch": (step + 1) // steps_per_epoch, **val}, kind="val")
-            if checkpoint_every and save_checkpoint and (step + 1) % checkpoint_every == 0:
+            done = step + 1
+            if checkpoint_every and save_checkpoint and done % checkpoint_every == 0:
                 flush()
                 stats.time_total_s = elapsed()
-                save_checkpoint(step + 1)
+                save_checkpoint(done)
             if stop["signal"] is not None:
-                raise Interrupted(f"signal {signal.Signals(stop['signal']).name} at step {step}")
+                raise Interrupted(f"signal {signal.Signals(stop['signal']).name} after step {step}")
         flush()
         step = total_steps
     except Diverged as exc:
@@ -177,13 +182,15 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         except Diverged:
             pass
         message = f"Interrupted ({exc or 'SIGINT'}); resume with resume=true."
-        if save_checkpoint is not None:
-            # The interrupted step may be half done: restart it from the last completed one.
+        if save_checkpoint is not None and isinstance(exc, Interrupted):
+            # A signal stops the loop between steps, so the state is exactly that after `done` steps.
+            # A hard KeyboardInterrupt (2nd Ctrl-C) may land mid-step: keep the last periodic checkpoint.
             stats.time_total_s = elapsed()
-            save_checkpoint(step)
+            save_checkpoint(done)
+        step = done
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     stats.time_total_s = elapsed()
     final_loss = _final_loss(problem, params) if status != "diverged" else float("nan")
     return {"status": status, "message": message, "final_loss": final_loss, "steps_done": step}

@@ -5,19 +5,26 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+import traceback
+import warnings
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, UserError, one_of
 from .logging import JsonlSink, Sinks, write_summary
+from .checkpoint import Checkpointer, checkpoint_every
 from .loop import RunStats, train
+from .objective import check_metric, objective
 
 #: conf/ at the repository root (the package is installed in editable mode by `make`).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -66,6 +73,8 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
         optimizer = _instantiate(cfg.optimizer, "optimizer")(params)
     except ValueError as exc:  # torch.optim validates its hyperparameters: "Invalid learning rate: -1"
         raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_}: {exc}.") from None
+    if teleporter.enabled:  # refuse now what would fail at the first teleport (state policy, batch width)
+        symmetry.check_run(problem, teleporter, optimizer)
     return problem, symmetry, teleporter, schedule, params, optimizer
 
 
@@ -96,29 +105,37 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
     stats = RunStats(loss_thresholds=[float(t) for t in cfg.loss_thresholds])
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # group samples, on the device
-    sinks = [JsonlSink(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values()]
-    sink = Sinks(sinks)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_cfg = cfg.get("checkpoint") or {}
+    every = checkpoint_every(ckpt_cfg.get("every"))
+    checkpointer = Checkpointer(run_dir / ckpt_cfg.get("path", "checkpoint.pt"), params=params,
+                                optimizer=optimizer, generator=generator, stats=stats, config=config)
+    start_step = checkpointer.load(steps) if cfg.get("resume") else 0  # params, optimizer, RNGs, stats
+    sinks = [JsonlSink(run_dir, resume_step=start_step if cfg.get("resume") else None)]
+    sink = Sinks(sinks + [instantiate(node) for node in (cfg.logger or {}).values()])
+    sink.log_config(config)
     summary = {"status": "failed", "seed": cfg.seed, "device": str(device), "dtype": cfg.dtype,
                "steps": steps, "run_dir": str(run_dir)}
     try:
         result = train(problem=problem, params=params, optimizer=optimizer, symmetry=symmetry,
                        teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps, sink=sink,
                        generator=generator, stats=stats, log_every=cfg.log_every,
-                       log_params=getattr(problem, "dim", 0) == 2)
+                       log_params=getattr(problem, "dim", 0) == 2, start_step=start_step,
+                       checkpoint_every=every, save_checkpoint=checkpointer.save)
         summary.update(result)
         summary.update(_stats_summary(stats))
         if result["status"] == "completed":
             summary["final_metrics"] = {**stats.last_val, **problem.test(params)}
+        if cfg.plots:  # before close, so that sinks (W&B) can upload them
+            from .plots import plot_run
+
+            sink.log_files(plot_run(run_dir, problem))
     except BaseException as exc:
         summary.update(_stats_summary(stats))
         summary["message"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         sink.close(summary)
-    if cfg.plots:
-        from .plots import plot_run
-
-        plot_run(run_dir, problem)
     return summary
 
 
@@ -132,17 +149,54 @@ def _stats_summary(stats: RunStats) -> dict:
     }
 
 
+def _short_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings meant for the user (UserWarning) print as one line, without a source location."""
+    if issubclass(category, UserWarning) and category.__module__ == "builtins":
+        return f"Warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
+_default_formatwarning = warnings.formatwarning
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig):
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    warnings.formatwarning = _short_warning
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun, started = hydra_cfg.mode == RunMode.MULTIRUN, time.time()
     try:
+        check_metric(cfg.optimize_metric, cfg.loss_thresholds)
         summary = run(cfg, run_dir)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.exit(2)
-    return summary.get("final_loss")
+        if not multirun:
+            sys.exit(2)
+        summary = _failed_job(run_dir, cfg, exc, started)
+    except Exception as exc:  # in a sweep, one failing job must not stop the others
+        if not multirun:
+            raise
+        traceback.print_exc()
+        summary = _failed_job(run_dir, cfg, exc, started)
+    if multirun and summary.get("status") == "interrupted":  # Ctrl-C / SIGTERM stops the whole sweep
+        print(f"Sweep stopped: job {hydra_cfg.job.num} was interrupted ({run_dir}).", file=sys.stderr)
+        sys.exit(130)
+    return objective(summary, cfg.optimize_metric, str(hydra_cfg.sweeper.get("direction", "minimize")))
+
+
+def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: float) -> dict:
+    """A sweep job that raised: keep (or write) summary.json with status failed, and go on."""
+    path = run_dir / "summary.json"
+    if path.exists() and path.stat().st_mtime >= started:  # written by this job's sinks
+        summary = json.loads(path.read_text())
+    else:
+        summary = {"status": "failed", "seed": cfg.get("seed"), "run_dir": str(run_dir),
+                   "message": f"{type(exc).__name__}: {exc}"}
+        write_summary(run_dir, summary)
+    print(f"Job failed ({type(exc).__name__}: {exc}); summary in {path}. The sweep goes on.", file=sys.stderr)
+    return summary
 
 
 if __name__ == "__main__":

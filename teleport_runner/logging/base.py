@@ -15,6 +15,12 @@ class Sink:
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         raise NotImplementedError
 
+    def log_config(self, config: dict) -> None:
+        """The run's resolved config (plain data), once, before ``start``. Optional."""
+
+    def log_files(self, paths: list) -> None:
+        """Files the run wrote (its plots), before ``close``. Optional."""
+
     def close(self, summary: dict) -> None:
         """Called once, with the run's summary, whatever the run's status."""
 
@@ -42,6 +48,12 @@ class Sinks(Sink):
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         self._each("log", step, metrics, kind)
+
+    def log_config(self, config: dict) -> None:
+        self._each("log_config", config)
+
+    def log_files(self, paths: list) -> None:
+        self._each("log_files", paths)
 
     def close(self, summary: dict) -> None:
         self._each("close", summary)

@@ -57,3 +57,14 @@ class Symmetry(ABC):
         raise ConfigError(f"teleport.optimizer_state=transform is not supported by symmetry "
                           f"{self.name!r}: its action does not carry optimizer state linearly. "
                           "Use optimizer_state=keep or optimizer_state=reset.")
+
+    def check_run(self, problem: Problem, teleporter, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse before training what would otherwise fail at the first teleport (``train.build`` calls it
+        when teleports are enabled): here the optimizer-state policy; subclasses add e.g. batch-width checks."""
+        if getattr(teleporter, "optimizer_state", "keep") == "transform":
+            self.check_state_policy(optimizer)
+
+    def check_state_policy(self, optimizer: torch.optim.Optimizer) -> None:
+        """Raise ``ConfigError`` when ``transform_state`` cannot carry ``optimizer``'s state."""
+        if type(self).transform_state is Symmetry.transform_state:
+            self.transform_state([], [], None, [])  # the default refusal, with its message

@@ -1,0 +1,131 @@
+"""Checkpoints: one plain dict per file, loadable with ``torch.load(path, weights_only=True)``.
+
+A checkpoint taken after ``step`` descent steps holds everything the next step depends on: the parameters,
+the optimizer's ``state_dict()``, the global torch RNG states, the teleport generator's state, the
+``RunStats`` totals and the step. Batches are a pure function of (seed, step), so a run resumed from it
+repeats the uninterrupted run's numbers exactly (same device, dtype and seed). Only tensors and primitive
+containers go in, so no pickled classes are ever loaded.
+
+``resume=true`` compares the checkpoint's fingerprint (the config that decides the numbers: problem,
+symmetry, teleport, optimizer, schedule, seed, dtype) with the current config and refuses a mismatch.
+``steps`` may grow: resuming with a larger ``steps`` extends a run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+FORMAT_VERSION = 1
+#: Config keys whose values decide a run's numbers; a checkpoint only resumes a run with the same ones.
+FINGERPRINT_KEYS = ("problem", "symmetry", "teleport", "optimizer", "schedule", "seed", "dtype", "log_every")
+
+
+def fingerprint(config: dict) -> dict:
+    """The part of a resolved config (plain dict) that a resumed run must share with the checkpoint."""
+    return {key: config.get(key) for key in FINGERPRINT_KEYS}
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+class Checkpointer:
+    """Saves and restores the live objects of one run; ``save`` is the loop's ``save_checkpoint`` callback.
+
+    Args:
+        path: the checkpoint file (written atomically: a kill never leaves half a checkpoint).
+        params, optimizer, generator, stats: the run's live objects (restored in place).
+        config: the resolved config as a plain dict (for the fingerprint).
+    """
+
+    def __init__(self, path: str | Path, *, params: list[Tensor], optimizer: torch.optim.Optimizer,
+                 generator: torch.Generator, stats, config: dict):
+        self.path = Path(path)
+        self.params, self.optimizer, self.generator, self.stats = params, optimizer, generator, stats
+        self.fingerprint = fingerprint(config)
+
+    def state_dict(self, step: int) -> dict:
+        state = {
+            "format_version": FORMAT_VERSION,
+            "step": int(step),
+            "params": [p.detach().cpu().clone() for p in self.params],
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng_state": torch.get_rng_state(),
+            "generator_state": self.generator.get_state(),
+            "stats": json.loads(json.dumps(self.stats.state_dict())),  # plain JSON types only
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self, step: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(self.state_dict(step), tmp)
+        os.replace(tmp, self.path)  # atomic
+
+    def load(self, total_steps: int | None = None) -> int:
+        """Restore everything from the checkpoint in place; return the step to start from."""
+        if not self.path.exists():
+            raise ConfigError(f"resume=true, but there is no checkpoint at {self.path}. Resume in the run "
+                              "directory of an interrupted run (hydra.run.dir=outputs/runs/<run> resume=true), "
+                              "or drop resume=true to start a new run.")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConfigError(f"The checkpoint {self.path} cannot be read ({type(exc).__name__}: {exc}). "
+                              "Delete it to start the run again, or point checkpoint.path at another "
+                              "file.") from None
+        self._check(state, total_steps)
+        with torch.no_grad():
+            for p, saved in zip(self.params, state["params"]):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng_state"])
+        if "cuda_rng_states" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+        self.generator.set_state(state["generator_state"])
+        self.stats.load_state_dict(state["stats"])
+        return int(state["step"])
+
+    def _check(self, state: dict, total_steps: int | None) -> None:
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"The checkpoint {self.path} has format version {state.get('format_version')!r}; "
+                              f"this version of teleport_runner reads version {FORMAT_VERSION}.")
+        saved = _flatten(json.loads(state["fingerprint"]))
+        now = _flatten(json.loads(json.dumps(self.fingerprint, sort_keys=True)))
+        diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
+                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if diff:
+            raise ConfigError(f"The checkpoint {self.path} was written by a run with other settings ("
+                              + "; ".join(diff) + "). Resume with the same settings as the interrupted run "
+                              "(only steps, logger, plots and checkpoint may change), or start a new run.")
+        shapes = [tuple(p.shape) for p in state["params"]]
+        if shapes != [tuple(p.shape) for p in self.params]:
+            raise ConfigError(f"The checkpoint {self.path} holds parameters of shapes {shapes}, but the problem "
+                              f"builds {[tuple(p.shape) for p in self.params]}.")
+        if total_steps is not None and state["step"] > total_steps:
+            raise ConfigError(f"The checkpoint {self.path} is at step {state['step']}, past steps={total_steps}. "
+                              f"Resume with steps >= {state['step']}.")
+
+
+def checkpoint_every(value) -> int | None:
+    """Validate ``checkpoint.every``: a positive number of descent steps, or null (only on interruption)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"Invalid checkpoint.every: {value!r}; it must be a positive number of descent steps, "
+                          "or null to checkpoint only when the run is interrupted.")
+    return value

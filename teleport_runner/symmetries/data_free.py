@@ -1,0 +1,181 @@
+"""Data-free layer symmetries (exact on every input) and how they carry optimizer state.
+
+Both actions are linear in the parameters: W_m -> A W_m (bias b_m -> A b_m), W_{m+1} -> W_{m+1} A^-1 with
+A = g (GL) or diag(d) (rescaling). Since L'(w') = L(w), gradients map by the inverse transpose:
+grad W_m -> A^-T grad W_m, grad W_{m+1} -> grad W_{m+1} A^T. ``transform_state`` applies that map to every
+gradient-like optimizer buffer, and for diagonal A the squared map to squared-gradient buffers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .layer_pairs import LayerPairSymmetry, group_matrices
+
+# Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
+# (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.
+STATE_KINDS = {
+    torch.optim.SGD: {"momentum_buffer": "grad"},
+    torch.optim.Adagrad: {"sum": "sq"},
+    torch.optim.RMSprop: {"square_avg": "sq", "grad_avg": "grad", "momentum_buffer": "ratio"},
+    torch.optim.Adam: {"exp_avg": "grad", "exp_avg_sq": "sq", "max_exp_avg_sq": "sq"},
+    torch.optim.AdamW: {"exp_avg": "grad", "exp_avg_sq": "sq", "max_exp_avg_sq": "sq"},
+}
+
+
+def state_kinds(optimizer, symmetry_name: str) -> dict:
+    kinds = STATE_KINDS.get(type(optimizer))
+    if kinds is None:
+        raise ConfigError(
+            f"teleport.optimizer_state=transform does not know how {type(optimizer).__name__}'s state moves under "
+            f"symmetry {symmetry_name!r}. Supported optimizers: "
+            f"{', '.join(c.__name__ for c in STATE_KINDS)}; otherwise use optimizer_state=keep or reset.")
+    return kinds
+
+
+class _LinearLayerAction(LayerPairSymmetry):
+    """Shared machinery: per pair a matrix A and its inverse; act and transform_state from them."""
+
+    def matrices(self, xi) -> list[tuple[int, Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def act(self, xi, params, ctx):
+        out = list(params)
+        for m, A, A_inv in self.matrices(xi):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            out[w0] = A @ out[w0]
+            if b0 is not None:
+                out[b0] = A @ out[b0]
+            out[w1] = out[w1] @ A_inv
+        return out
+
+    def check_state_policy(self, optimizer) -> None:
+        self.state_kinds = state_kinds(optimizer, self.name)
+
+    def _grad_map(self, xi, params):
+        """Functions mapping each parameter's gradient to the gradient at g·w (and, for diagonal A, the factor)."""
+        maps = [lambda t: t for _ in params]
+        for m, A, A_inv in self.matrices(xi):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            left, right = A_inv.T, A.T  # grad W_m -> A^-T grad W_m ; grad W_{m+1} -> grad W_{m+1} A^T
+            maps[w0] = (lambda f, M: lambda t: M @ f(t))(maps[w0], left)
+            if b0 is not None:
+                maps[b0] = (lambda f, M: lambda t: M @ f(t))(maps[b0], left)
+            maps[w1] = (lambda f, M: lambda t: f(t) @ M)(maps[w1], right)
+        return maps
+
+    def transform_state(self, xi, params, ctx, states):
+        kinds = getattr(self, "state_kinds", None)
+        if kinds is None:
+            raise ConfigError(f"Symmetry {self.name!r}: check_state_policy(optimizer) was not called before "
+                              "transform_state; train.build calls it for teleport.optimizer_state=transform.")
+        grad_maps = self._grad_map(xi, params)
+        sq_maps = self._square_maps(xi, params)
+        out = []
+        for i, state in enumerate(states):
+            new = dict(state)
+            for key, value in state.items():
+                kind = kinds.get(key)
+                if kind is None or not torch.is_tensor(value) or value.shape != params[i].shape:
+                    continue  # step counters and the like
+                if kind == "grad":
+                    new[key] = grad_maps[i](value)
+                elif kind == "sq":
+                    new[key] = sq_maps[i](value)
+                elif kind == "ratio":
+                    new[key] = self._ratio_map(i, value, xi, params)
+            out.append(new)
+        return out
+
+
+class GLLinear(_LinearLayerAction):
+    """GL(d_m) between two layers of a linear network (identity activation), data-free.
+
+    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), exact inverse.
+    Action: W_m -> g W_m (bias b_m -> g b_m), W_{m+1} -> W_{m+1} g^-1.
+    Exact: on every input, because W_{m+1} g^-1 (g (W_m h + b_m)) = W_{m+1} (W_m h + b_m).
+    Optimizer state (``transform``): gradient-like buffers map by g^-T / g^T; squared-gradient buffers
+    (Adagrad, RMSprop, Adam) have no such map under a non-diagonal g and are refused.
+    Source: Zhao et al. 2022, §4 (linear networks).
+    """
+
+    name = "gl_linear"
+    activations = ("identity",)
+    why_not = ("the GL action passes g through the activation, which only the identity allows. Use "
+               "symmetry=gl_data or gl_hidden (data-dependent) or, for relu/leaky_relu, symmetry=rescale.")
+
+    def matrices(self, xi):
+        return [(m, *group_matrices(T, self.parametrization)) for T, m in zip(xi, self.pairs)]
+
+    def check_state_policy(self, optimizer) -> None:
+        kinds = state_kinds(optimizer, self.name)
+        bad = sorted(k for k, v in kinds.items() if v != "grad")
+        if bad:
+            raise ConfigError(
+                f"teleport.optimizer_state=transform with symmetry 'gl_linear' cannot carry "
+                f"{type(optimizer).__name__}'s squared-gradient state {bad}: under a non-diagonal g it has no exact "
+                "image. Use optimizer_state=keep or reset, or an optimizer whose state is gradient-like "
+                "(optimizer=sgd or momentum).")
+        self.state_kinds = kinds
+
+    def _square_maps(self, xi, params):
+        return [None] * len(params)  # refused in check_state_policy
+
+    def _ratio_map(self, i, value, xi, params):
+        raise AssertionError("refused in check_state_policy")
+
+
+class Rescale(_LinearLayerAction):
+    """Positive rescaling of hidden units for positively homogeneous activations (ReLU, LeakyReLU), data-free.
+
+    Group: (R_{>0})^{d_m} per chosen pair, d = exp(t) for t in R^{d_m}.
+    Action: W_m -> diag(d) W_m (bias b_m -> d * b_m), W_{m+1} -> W_{m+1} diag(1/d).
+    Exact: on every input, because sigma(d z) = d sigma(z) for d > 0.
+    Optimizer state (``transform``): gradient-like buffers scale by the inverse factor (1/d on W_m's rows,
+    d on W_{m+1}'s columns), squared-gradient buffers by its square; RMSprop's momentum (grad / sqrt(avg))
+    is unchanged. Source: Meng et al., G-SGD, ICLR 2019; Neyshabur et al., Path-SGD, 2015.
+    """
+
+    name = "rescale"
+    activations = ("relu", "leaky_relu", "identity")
+    why_not = "rescaling needs sigma(d z) = d sigma(z) for d > 0 (positive homogeneity); tanh is not."
+
+    def _coord_shape(self, m):
+        return (self.width(m),)
+
+    def matrices(self, xi):
+        return [(m, torch.diag(torch.exp(t)), torch.diag(torch.exp(-t))) for t, m in zip(xi, self.pairs)]
+
+    def act(self, xi, params, ctx):
+        # Elementwise instead of diag matrices: same result, no d x d products.
+        out = list(params)
+        for t, m in zip(xi, self.pairs):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            d = torch.exp(t)
+            out[w0] = out[w0] * d[:, None]
+            if b0 is not None:
+                out[b0] = out[b0] * d
+            out[w1] = out[w1] / d[None, :]
+        return out
+
+    def _factors(self, xi, params) -> list[Tensor]:
+        """Elementwise factor F with w' = F * w for each parameter; gradients map by 1/F."""
+        factors = [torch.ones((), device=p.device, dtype=p.dtype) for p in params]
+        for t, m in zip(xi, self.pairs):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            d = torch.exp(t)
+            factors[w0] = factors[w0] * d[:, None]
+            if b0 is not None:
+                factors[b0] = factors[b0] * d
+            factors[w1] = factors[w1] / d[None, :]
+        return factors
+
+    def _grad_map(self, xi, params):
+        return [(lambda f: lambda v: v / f)(f) for f in self._factors(xi, params)]
+
+    def _square_maps(self, xi, params):
+        return [(lambda f: lambda v: v / f.square())(f) for f in self._factors(xi, params)]
+
+    def _ratio_map(self, i, value, xi, params):
+        return value.clone()

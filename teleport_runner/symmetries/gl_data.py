@@ -1,0 +1,148 @@
+"""Data-dependent GL(d) actions between two layers: exact on the teleport batch only (reference.md §2).
+
+Torch layout: a layer maps its input H (batch, in) to Z = H W^T + b (batch, out), hidden S = sigma(Z).
+With several pairs, later pairs act first: a pair's action leaves the input of its first layer and the output
+of its second layer unchanged on the batch, so every pair can use the activations of the untransformed network,
+computed once in ``prepare``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import SymmetryMismatch
+from .layer_pairs import LayerPairSymmetry, group_matrices, inverse_activation
+
+
+def _split(params, problem, m):
+    """(weight index, bias index or None) of the pair's two layers."""
+    return problem.layers[m], problem.layers[m + 1]
+
+
+class GLData(LayerPairSymmetry):
+    """GL(d_m) acting on hidden layer m through the data, for bijective activations (paper eq. 8).
+
+    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), with the exact inverse.
+    Action (paper layout h = inputs x samples, biases absorbed as a row of ones in h):
+        W_{m+1} -> W_{m+1} g^-1,   W_m -> W_m + (sigma^-1(g sigma(W_m h)) - W_m h) h^+
+    so that sigma(W_m' h) = g sigma(W_m h) and the next layer sees W_{m+1} g^-1 g sigma(W_m h): unchanged.
+    The paper writes W_m -> sigma^-1(g sigma(W_m h)) h^+; ours adds the same correction to W_m instead of
+    replacing W_m by its projection onto the batch's span, so both agree on the batch, g = I is the identity,
+    and W changes only in the span of the batch (``form: paper`` gives the literal eq. 8).
+    Exact: on the teleport batch, when h (with its ones column) has full column rank, i.e. batch <= in_m (+1
+    with a bias); off the batch the function changes (teleports.jsonl reports it on a held-out batch).
+    h^+ is computed once per teleport, in float64. Source: Zhao et al. 2022, eq. 8.
+    """
+
+    name = "gl_data"
+    data_dependent = True
+    activations = ("leaky_relu", "identity")
+    why_not = ("eq. 8 needs an activation that is a bijection of R (relu is not invertible; tanh only on "
+               "(-1, 1), where g sigma(z) may leave it). Use symmetry=gl_hidden (any activation) or, for relu, "
+               "symmetry=rescale.")
+
+    def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal"):
+        super().__init__(pairs, parametrization)
+        if form not in ("minimal", "paper"):
+            raise SymmetryMismatch(f"Invalid symmetry.form: {form!r}. Valid values: minimal, paper.")
+        self.form = form
+
+    def bind(self, problem) -> None:
+        super().bind(problem)
+        self.sigma, self.sigma_inv = problem.act, inverse_activation(problem.activation, problem.slope)
+
+    def in_width(self, m: int) -> int:
+        return self.problem.sizes[m] + (1 if self.problem.bias else 0)
+
+    def check_batch(self, batch_size: int) -> None:
+        for m in self.pairs:
+            if batch_size > self.in_width(m):
+                raise SymmetryMismatch(
+                    f"Symmetry 'gl_data' cannot be exact on a teleport batch of {batch_size} samples for pair {m}: "
+                    f"the input of layer {m} is only {self.in_width(m)} wide"
+                    f"{' (with the bias column)' if self.problem.bias else ''}, so it has no right inverse "
+                    f"(eq. 8 needs batch <= input width). Use teleport.batch_size <= {self.in_width(m)}, "
+                    "leave this pair out with symmetry.pairs, or use symmetry=gl_hidden.")
+
+    def prepare(self, params, batch):
+        """Per pair: the first layer's input H (with ones), its pseudo-inverse H^+, and Z = H W_aug^T."""
+        x = batch[0]
+        self.check_batch(x.shape[0])
+        with torch.no_grad():
+            inputs, preacts = self.problem.trace(params, x)
+        ctx = {}
+        for m in self.pairs:
+            h = inputs[m]
+            if self.problem.bias:
+                h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+            # float64 pinv: H H^+ = I to ~1e-15, so float32 teleports stay within float32 rounding
+            h_pinv = torch.linalg.pinv(h.double()).to(h.dtype)  # (in+1, batch)
+            ctx[m] = (h_pinv, preacts[m])
+        return ctx
+
+    def act(self, xi, params, ctx):
+        p = self.problem
+        out = list(params)
+        for T, m in zip(xi, self.pairs):
+            (w0, b0), (w1, _) = _split(params, p, m)
+            g, g_inv = group_matrices(T, self.parametrization)
+            h_pinv, z = ctx[m]
+            z_new = self.sigma_inv(self.sigma(z) @ g.T)  # (batch, d): pre-activations giving g sigma(z)
+            if self.form == "minimal":
+                delta = (h_pinv @ (z_new - z)).T  # (d, in+1): the minimal-norm change with H delta^T = z_new - z
+                w_aug = torch.cat([out[w0], out[b0][:, None]], 1) if b0 is not None else out[w0]
+                w_aug = w_aug + delta
+            else:
+                w_aug = (h_pinv @ z_new).T
+            out[w0] = w_aug[:, :p.sizes[m]]
+            if b0 is not None:
+                out[b0] = w_aug[:, p.sizes[m]]
+            out[w1] = out[w1] @ g_inv
+        return out
+
+
+class GLHidden(LayerPairSymmetry):
+    """GL(d_m) acting on hidden layer m, the 2024 follow-up's form; any activation.
+
+    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T).
+    Action (paper layout, h = input of layer m with a ones row for the bias, S = sigma(W_m h), S_g = sigma(g W_m h)):
+        W_m -> g W_m (its bias -> g b_m),   W_{m+1} -> W_{m+1} + W_{m+1} (S - S_g) S_g^+
+    so W_{m+1}' S_g = W_{m+1} S on the batch (the follow-up writes W_{m+1} S S_g^+, equal on the batch; ours is
+    the identity at g = I). S_g^+ depends on g, so it is recomputed (differentiably) at every ascent step.
+    Exact: on the teleport batch, when S_g has full column rank, i.e. batch <= d_m (hidden width).
+    Source: Zhao, Gower, Walters, Yu 2024 (arXiv 2305.13404).
+    """
+
+    name = "gl_hidden"
+    data_dependent = True
+
+    def check_batch(self, batch_size: int) -> None:
+        for m in self.pairs:
+            if batch_size > self.width(m):
+                raise SymmetryMismatch(
+                    f"Symmetry 'gl_hidden' cannot be exact on a teleport batch of {batch_size} samples for pair "
+                    f"{m}: hidden layer {m} is only {self.width(m)} wide, so sigma(g W h) has no left inverse on "
+                    f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
+                    "choose other pairs with symmetry.pairs.")
+
+    def prepare(self, params, batch):
+        x = batch[0]
+        self.check_batch(x.shape[0])
+        with torch.no_grad():
+            _, preacts = self.problem.trace(params, x)
+        return {m: preacts[m] for m in self.pairs}
+
+    def act(self, xi, params, ctx):
+        p = self.problem
+        out = list(params)
+        for T, m in zip(xi, self.pairs):
+            (w0, b0), (w1, _) = _split(params, p, m)
+            g, _ = group_matrices(T, self.parametrization)
+            z = ctx[m]
+            s, s_g = p.act(z), p.act(z @ g.T)  # (batch, d)
+            out[w0] = g @ out[w0]
+            if b0 is not None:
+                out[b0] = g @ out[b0]
+            # W1' = W1 + W1 (S - S_g)^T (S_g^+)^T  (torch layout of the formula above)
+            out[w1] = out[w1] + (torch.linalg.pinv(s_g) @ ((s - s_g) @ out[w1].T)).T
+        return out

@@ -1,0 +1,109 @@
+"""What every network symmetry shares: the layer pairs it acts on, the checks, and the GL(d) parametrization.
+
+Pair m is (layer m, layer m+1); its group acts on the d_m-dimensional hidden layer between them (d_m = outputs
+of layer m). Coordinates ``xi`` hold one tensor per pair (a d x d matrix T for GL(d), a vector t for rescaling),
+the identity at zero.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, SymmetryMismatch, one_of
+from ..problems.base import Problem
+from .base import Coords, Symmetry
+
+PARAMETRIZATIONS = ("exp", "linear")
+
+
+def group_matrices(T: Tensor, parametrization: str) -> tuple[Tensor, Tensor]:
+    """(g, g^-1), both exact: g = exp(T), g^-1 = exp(-T); or g = I + T, g^-1 = solve(I + T, I).
+
+    Never the first-order stand-in I - T for (I + T)^-1: that leaves the level set (reference.md §4)."""
+    if parametrization == "exp":
+        return torch.linalg.matrix_exp(T), torch.linalg.matrix_exp(-T)
+    eye = torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
+    g = eye + T
+    return g, torch.linalg.solve(g, eye)
+
+
+def inverse_activation(name: str, slope: float):
+    """sigma^-1 for bijective activations (LeakyReLU: slope 1/alpha on the negative side; identity)."""
+    if name == "leaky_relu":
+        return lambda u: torch.where(u >= 0, u, u / slope)
+    if name == "identity":
+        return lambda u: u
+    raise SymmetryMismatch(f"Activation {name!r} has no inverse on all of R.")
+
+
+class LayerPairSymmetry(Symmetry):
+    """Base class: a group acting on the hidden layers between chosen consecutive layer pairs.
+
+    Args:
+        pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
+        parametrization: ``exp`` (g = matrix_exp(T)) or ``linear`` (g = I + T); for GL groups.
+    """
+
+    #: activations the action is exact for (None: all)
+    activations: Sequence[str] | None = None
+    why_not: str = ""
+
+    def __init__(self, pairs: Sequence[int] | None = None, parametrization: str = "exp"):
+        if parametrization not in PARAMETRIZATIONS:
+            raise one_of("symmetry.parametrization", parametrization, PARAMETRIZATIONS)
+        if pairs is not None:
+            pairs = list(pairs)
+            if not pairs or any(int(p) != p or p < 0 for p in pairs) or len(set(pairs)) != len(pairs):
+                raise ConfigError(f"Invalid symmetry.pairs: {pairs!r}; use null (every consecutive layer pair) or "
+                                  "a non-empty list of distinct pair indices >= 0 (pair m = layers m and m+1).")
+        self.pairs_requested = pairs
+        self.parametrization = parametrization
+
+    def bind(self, problem: Problem) -> None:
+        if not getattr(problem, "is_network", False):
+            raise SymmetryMismatch(
+                f"Symmetry {self.name!r} does not fit problem {problem.name!r}: it acts on the layers of a network "
+                "(problem=mlp_regression, mnist or fashion_mnist). For the test functions use symmetry=level_set.")
+        n_pairs = problem.n_layers - 1
+        if n_pairs < 1:
+            raise SymmetryMismatch(f"Symmetry {self.name!r} needs at least two layers; problem {problem.name!r} "
+                                   f"has sizes {problem.sizes}.")
+        if self.activations is not None and problem.activation not in self.activations:
+            raise SymmetryMismatch(
+                f"Symmetry {self.name!r} does not fit activation {problem.activation!r}: {self.why_not} "
+                f"Valid activations for it: {', '.join(self.activations)}.")
+        pairs = list(range(n_pairs)) if self.pairs_requested is None else [int(p) for p in self.pairs_requested]
+        if max(pairs) >= n_pairs:
+            raise ConfigError(f"Invalid symmetry.pairs: {pairs}; problem {problem.name!r} has {problem.n_layers} "
+                              f"layers, so pair indices 0..{n_pairs - 1}.")
+        # Later pairs first: then each pair's precomputed activations are those of the untransformed network
+        # (see gl_data.py), and for data-free actions the order does not matter.
+        self.pairs = sorted(pairs, reverse=True)
+        super().bind(problem)
+
+    # --- coordinates -----------------------------------------------------------------------------------
+    def width(self, m: int) -> int:
+        return self.problem.sizes[m + 1]
+
+    def _coord_shape(self, m: int) -> tuple[int, ...]:
+        return (self.width(m), self.width(m))  # GL(d): a d x d matrix; rescale overrides with (d,)
+
+    def identity(self, params, ctx) -> Coords:
+        ref = params[0]
+        return [torch.zeros(self._coord_shape(m), device=ref.device, dtype=ref.dtype) for m in self.pairs]
+
+    def sample(self, params, ctx, generator, scale) -> Coords:
+        """T ~ scale N(0, 1) / sqrt(d): the spectral norm of T is then about 2 scale whatever the width."""
+        ref = params[0]
+        return [scale * torch.randn(self._coord_shape(m), generator=generator, device=ref.device, dtype=ref.dtype)
+                / self.width(m) ** 0.5 for m in self.pairs]
+
+    # --- checks before training -------------------------------------------------------------------------
+    def check_run(self, problem, teleporter, optimizer) -> None:
+        super().check_run(problem, teleporter, optimizer)
+        self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
+
+    def check_batch(self, batch_size: int) -> None:
+        """Data-dependent actions refuse batches they cannot be exact on."""

@@ -1,0 +1,45 @@
+"""Shared test helpers: compose a config like the CLI does, run it in-process or as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from teleport_runner.train import CONFIG_DIR, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_cfg(*overrides: str):
+    """The config `teleport-train OVERRIDES` would run, with quiet logging and no plots by default."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=["logger=jsonl", "plots=false", *overrides])
+
+
+@pytest.fixture
+def run_config(tmp_path):
+    """Run the composed config in-process; returns (summary, run_dir)."""
+    counter = iter(range(10**6))
+
+    def _run(*overrides: str):
+        run_dir = tmp_path / f"run{next(counter)}"
+        return run(compose_cfg(*overrides), run_dir), run_dir
+
+    return _run
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env: dict | None = None):
+    """`python -m teleport_runner.train ARGS` as a user runs it; returns the CompletedProcess."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "teleport_runner.train", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,61 @@
+"""The CLI as a user runs it: overrides through a subprocess, and bad values rejected with a clear message."""
+import json
+
+import pytest
+import yaml
+
+from conftest import read_jsonl, run_cli
+
+
+def test_overrides_reach_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("experiment=paper_booth", "optimizer.lr=0.05", "seed=7", "teleport.steps=3", "logger=jsonl",
+                   "plots=false", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seed"] == 7 and summary["status"] == "completed"
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["optimizer"]["lr"] == 0.05 and config["teleport"]["steps"] == 3
+    # Booth at the start (5, -5): h = (-12, 0), so L = 144; one GD step with lr 0.05 follows
+    losses = [m["loss"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    assert losses[0] == pytest.approx(144.0)
+    grad = [2 * -12 * 1 + 0, 2 * -12 * 2 + 0]  # dL/dx = 2 u dh_u/dx + 2 v dh_v/dx with v = 0
+    x = [5 - 0.05 * grad[0], -5 - 0.05 * grad[1]]
+    assert losses[1] == pytest.approx((x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2, rel=1e-5)
+
+
+BAD_OVERRIDES = [
+    # (overrides, words the message must contain)
+    (["experiment=nope"], ["experiment/nope", "paper_booth", "paper_rosenbrock"]),
+    (["problem=nope"], ["problem/nope", "rosenbrock", "booth"]),
+    (["teleport.lrr=1"], ["lrr"]),
+    (["dtype=float16"], ["float16", "float32", "float64"]),
+    (["device=cuda"], ["cuda", "device=cpu"]),
+    (["device=tpu"], ["tpu", "auto"]),
+    (["optimizer.lr=-1"], ["learning rate", "-1"]),
+    (["steps=0"], ["steps", "0", "positive"]),
+    (["teleport.steps=0"], ["teleport.steps", "0"]),
+    (["teleport.lr=0"], ["teleport.lr", "0"]),
+    (["teleport.optimizer_state=magic"], ["magic", "keep", "reset", "transform"]),
+    (["schedule.every=0"], ["schedule.every", "0"]),
+    (["problem=quadratic", "problem.A=[[1,2],[2,1]]"], ["positive definite"]),
+    (["problem.start=[1,2,3]"], ["start", "R^2"]),
+]
+
+
+@pytest.mark.parametrize("overrides,words", BAD_OVERRIDES, ids=[" ".join(o) for o, _ in BAD_OVERRIDES])
+def test_bad_values_are_rejected_clearly(tmp_path, overrides, words):
+    proc = run_cli(*overrides, "logger=jsonl", "plots=false", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # rejected before any work
+
+
+def test_schedule_outside_the_run_warns_and_names_the_steps(tmp_path):
+    proc = run_cli("experiment=paper_booth", "schedule.steps=[4,50]", "logger=jsonl", "plots=false",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0
+    assert "[50]" in proc.stderr and "Traceback" not in proc.stderr
+    assert [e["step"] for e in read_jsonl(tmp_path / "run" / "teleports.jsonl")] == [4]

@@ -1,0 +1,46 @@
+"""The files every run writes, and their keys (the contract later tools and users rely on)."""
+import json
+
+from conftest import read_jsonl
+
+SUMMARY_KEYS = {"status", "final_loss", "steps", "n_teleports", "n_teleports_rejected", "max_rel_loss_drift",
+                "time_total_s", "time_teleport_s", "time_descent_s", "steps_to_loss", "seed", "device", "dtype"}
+TELEPORT_KEYS = {"step", "loss_before", "loss_after", "rel_loss_drift", "grad_norm_sq_before",
+                 "grad_norm_sq_after", "accepted", "time_s"}
+
+
+def test_run_files_and_keys(run_config):
+    summary, run_dir = run_config("experiment=paper_booth", "plots=true", "seed=3")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(10))
+    assert all({"step", "loss", "grad_norm_sq", "time_s"} <= set(m) for m in metrics)
+    assert all(b["time_s"] >= a["time_s"] for a, b in zip(metrics, metrics[1:]))
+    (event,) = read_jsonl(run_dir / "teleports.jsonl")
+    assert TELEPORT_KEYS <= set(event)
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(on_disk)
+    assert on_disk["status"] == "completed" and on_disk["seed"] == 3 and on_disk["dtype"] == "float32"
+    assert on_disk["steps_to_loss"] == summary["steps_to_loss"]
+    assert set(on_disk["steps_to_loss"]) == {"1.0", "0.01"}
+    # the first step whose loss is below each threshold, read back from the metrics
+    for threshold, step in on_disk["steps_to_loss"].items():
+        below = [m["step"] for m in metrics if m["loss"] < float(threshold)]
+        assert step == (below[0] if below else None)
+    assert on_disk["time_total_s"] >= on_disk["time_teleport_s"] > 0
+    for name in ("curves.png", "trajectory.png"):
+        assert (run_dir / name).stat().st_size > 10_000
+
+
+def test_log_every_thins_metrics(run_config):
+    _, run_dir = run_config("experiment=paper_rosenbrock", "log_every=10", "steps=200")
+    steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == list(range(0, 200, 10))
+
+
+def test_divergence_is_recorded_and_metrics_kept(run_config):
+    summary, run_dir = run_config("problem=rosenbrock", "teleport=none", "optimizer.lr=0.05", "steps=100")
+    assert summary["status"] == "diverged"
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert metrics[-1]["loss"] in ("inf", "nan")          # non-finite values are written as strings
+    assert all(isinstance(m["loss"], float) for m in metrics[:-1])
+    assert f"step {metrics[-1]['step']}" in summary["message"]
