@@ -11,8 +11,9 @@ from .base import TeleportSolver
 def grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, create_graph: bool):
     """||grad_w' L(w')||^2 at w' = g(xi)·w; differentiable in xi when ``create_graph`` (double backward)."""
     w_new = symmetry.act(xi, params, ctx)
-    if not create_graph:  # only the value is needed: differentiate w.r.t. the new parameters themselves
-        w_new = [w.detach().requires_grad_(True) for w in w_new]
+    # Differentiate w.r.t. every new parameter: those the action leaves alone (other layers, a last bias)
+    # are plain tensors and become leaves; when only the value is needed, all of them do.
+    w_new = [w if create_graph and w.requires_grad else w.detach().requires_grad_(True) for w in w_new]
     loss = problem.loss(w_new, batch)
     grads = torch.autograd.grad(loss, w_new, create_graph=create_graph)
     return sum(g.square().sum() for g in grads)

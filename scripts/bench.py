@@ -1,0 +1,280 @@
+"""Speed of teleport_runner against plain PyTorch, as ratios measured side by side in one process.
+
+    python scripts/bench.py --out bench.json          (or: make bench)
+
+Prints a table and writes JSON with:
+  descent_vs_plain     runner descent steps/s (teleport=none, metrics logged every step as by default, run
+                       files written) / those of a plain loop written here (same model, initialization, batch
+                       size, tensors in memory, torch.optim step).            target >= 0.9
+  epoch_vs_dataloader  one epoch of the plain DataLoader loop (TensorDataset + DataLoader, batch 20) / one
+                       epoch of the runner.                                   target >= 3
+  ascent_step_cost     time of one teleport ascent step / one descent step, per symmetry and workload
+                       (marginal cost: (t(11 steps) - t(1 step)) / 10, so per-teleport setup is excluded).
+                                                                              target <= 3
+  scaling              teleport (10 ascent steps) and descent time against width d and depth (paper fig. 6),
+                       with fitted exponents; plot in scaling.png next to --out.
+All timings: medians over repeats after warm-up; CUDA events on a GPU (the script runs unchanged there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+from rich.table import Table
+
+from teleport_runner.logging import JsonlSink
+from teleport_runner.loop import RunStats, train
+from teleport_runner.problems import data as idx
+from teleport_runner.teleport import GradientAscent, NoTeleport
+from teleport_runner.train import CONFIG_DIR, build
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+WORKLOADS = {  # name: overrides
+    "mnist_784-512-512-10_b20": ["problem=mnist", "problem.hidden=[512,512]", "problem.batch_size=20"],
+    "mnist_784-16-10-10_b20": ["problem=mnist", "problem.hidden=[16,10]", "problem.batch_size=20",
+                               "problem.bias=false"],
+    "regression_mlp": ["problem=mlp_regression"],
+    "rosenbrock": ["problem=rosenbrock"],
+}
+SYMMETRIES = {"mnist": ["gl_data", "gl_hidden", "rescale"], "mlp_regression": ["gl_data", "gl_hidden", "rescale"],
+              "rosenbrock": ["level_set"]}
+
+
+def marginal(make_run, n_steps: int, repeats: int) -> float:
+    """Seconds per step from (t(2n) - t(n)) / n: per-run fixed costs (opening files, the final full-data
+    loss) cancel, so this is the steady-state descent step."""
+    return (timer(make_run(2 * n_steps), repeats) - timer(make_run(n_steps), repeats)) / n_steps
+
+
+def timer(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in seconds (CUDA events on a GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if DEVICE.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def setup(overrides: list[str], data_root: str):
+    data = [f"problem.data.root={data_root}"] if "problem=mnist" in overrides else []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["teleport=none", *overrides, *data])
+    return build(cfg, DEVICE, torch.float32)
+
+
+def plain_model(problem, params):
+    """nn.Sequential with the runner's initial weights copied in."""
+    layers = []
+    for i, (wi, bi) in enumerate(problem.layers):
+        w = params[wi]
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=bi is not None, device=DEVICE)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if bi is not None:
+                lin.bias.copy_(params[bi])
+        layers.append(lin)
+        if i < len(problem.layers) - 1:
+            layers.append(torch.nn.LeakyReLU(problem.slope))
+    return torch.nn.Sequential(*layers)
+
+
+def plain_steps(problem, params, n_steps: int):
+    """The loop a user writes: tensors in memory, a permutation, slices, torch.optim.SGD."""
+    if problem.name == "rosenbrock":
+        x = params[0].detach().clone().requires_grad_(True)
+        opt = torch.optim.SGD([x], lr=1e-3)
+
+        def run():
+            for _ in range(n_steps):
+                opt.zero_grad()
+                loss = 100 * (x[0] ** 2 - x[1]) ** 2 + (x[0] - 1) ** 2
+                loss.backward()
+                opt.step()
+        return run
+    model = plain_model(problem, params)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    if problem.name == "mlp_regression":
+        X, Y = problem.train_batch(0)
+
+        def run():
+            for _ in range(n_steps):
+                opt.zero_grad()
+                loss = 0.5 * (model(X) - Y).square().sum()
+                loss.backward()
+                opt.step()
+        return run
+    X, Y, bs = problem.x_train, problem.y_train, problem.batch_size
+
+    def run():
+        perm = torch.randperm(X.shape[0], device=DEVICE)
+        for i in range(n_steps):
+            j = perm[(i * bs) % (X.shape[0] - bs):][:bs]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(X[j]), Y[j])
+            loss.backward()
+            opt.step()
+    return run
+
+
+def runner_steps(problem, params, optimizer, n_steps: int, out_dir: Path):
+    def run():
+        train(problem=problem, params=params, optimizer=optimizer, symmetry=None, teleporter=NoTeleport(),
+              teleport_steps=[], total_steps=n_steps, sink=JsonlSink(out_dir), generator=torch.Generator(DEVICE),
+              stats=RunStats([]), log_every=1)
+    return run
+
+
+def dataloader_epoch(problem, params):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = plain_model(problem, params)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(problem.x_train, problem.y_train), batch_size=problem.batch_size,
+                        shuffle=True)
+
+    def run():
+        for x, y in loader:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return run
+
+
+def ascent_step_cost(problem, params, symmetry_name: str, descent_step_s: float) -> float:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    symmetry = instantiate(OmegaConf.load(Path(CONFIG_DIR) / "symmetry" / f"{symmetry_name}.yaml"))
+    symmetry.bind(problem)
+    w = [p.detach() for p in params]
+    # A teleport batch each action is exact on: the small network's hidden widths (16, 10) bound it.
+    batch_size = None if getattr(problem, "sizes", [784, 512])[1] >= 20 else 8
+    batch = problem.teleport_batches(0, 1, batch_size)[0]
+    ctx = symmetry.prepare(w, batch)
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    t1 = timer(lambda: GradientAscent(steps=1, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), 7)
+    t11 = timer(lambda: GradientAscent(steps=11, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), 7)
+    return (t11 - t1) / 10 / descent_step_s
+
+
+def scaling(out_png: Path) -> dict:
+    rows = []
+    for d, depth in [(d, 3) for d in (32, 64, 128, 256, 512)] + [(128, L) for L in range(3, 10)]:
+        problem, symmetry, _, _, params, optimizer = setup(
+            ["problem=mlp_regression", f"problem.dims=[{','.join([str(d)] * (depth + 1))}]",
+             f"problem.n_samples={d}", "problem.init=default", "symmetry=gl_data", "teleport=gradient_ascent"], "")
+        symmetry.bind(problem)
+        w, batch = [p.detach() for p in params], problem.train_batch(0)
+        solver = GradientAscent(steps=10, lr=1e-12)
+        teleport_s = timer(lambda: solver.search(problem, symmetry, w, batch, symmetry.prepare(w, batch),
+                                                 torch.Generator(DEVICE)), 3)
+        descent_s = timer(plain_steps(problem, params, 10), 3) / 10
+        rows.append({"d": d, "layers": depth, "teleport_s": teleport_s, "descent_step_s": descent_s})
+    width, deep = rows[:5], rows[5:]  # d = 32..512 at 3 layers; 3..9 layers at d = 128
+
+    def exponent(xs, ys):
+        return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+    fits = {"teleport_vs_d": exponent([r["d"] for r in width], [r["teleport_s"] for r in width]),
+            "descent_vs_d": exponent([r["d"] for r in width], [r["descent_step_s"] for r in width]),
+            "teleport_vs_layers": exponent([r["layers"] for r in deep], [r["teleport_s"] for r in deep]),
+            "descent_vs_layers": exponent([r["layers"] for r in deep], [r["descent_step_s"] for r in deep])}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, data, key, label in ((axes[0], width, "d", "width d"), (axes[1], deep, "layers", "layers")):
+        ax.plot([r[key] for r in data], [r["teleport_s"] for r in data], "o-", label="teleport (10 ascent steps)")
+        ax.plot([r[key] for r in data], [r["descent_step_s"] for r in data], "s-", label="descent step")
+        ax.set(xlabel=label, ylabel="seconds", xscale="log", yscale="log")
+        ax.legend()
+    fig.suptitle(f"teleport and descent time ({DEVICE.type})")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    return {"rows": rows, "fitted_exponents": fits}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--steps", type=int, default=300, help="descent steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+    console = Console()
+    tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
+    data_root = idx.default_root()
+    try:
+        idx.locate("mnist", data_root)
+        data_note = f"MNIST from {data_root}"
+    except Exception:
+        data_root = str(tmp / "data")
+        idx.write_synthetic(data_root, "mnist", n_train=60000, n_test=1000)
+        data_note = "synthetic MNIST-shaped data (real files not found)"
+    result = {"device": str(DEVICE), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {}}
+    for name, overrides in WORKLOADS.items():
+        problem, _, _, _, params, optimizer = setup(overrides, data_root)
+        plain_s = marginal(lambda n: plain_steps(problem, params, n), args.steps, args.repeats)
+        runner_s = marginal(lambda n: runner_steps(problem, params, optimizer, n, tmp / name), args.steps,
+                            args.repeats)
+        result["descent_vs_plain"][name] = plain_s / runner_s
+        result["step_time_s"][name] = {"plain": plain_s, "runner": runner_s}
+        for sym in SYMMETRIES[problem.name if problem.name in SYMMETRIES else "mnist"]:
+            try:
+                result["ascent_step_cost"][f"{name}/{sym}"] = ascent_step_cost(problem, params, sym, runner_s)
+            except Exception as exc:  # a symmetry that does not fit the workload is reported, not fatal
+                result["ascent_step_cost"][f"{name}/{sym}"] = f"n/a: {exc}"
+        console.print(f"[dim]{name}: done[/dim]")
+    problem, _, _, _, params, optimizer = setup(WORKLOADS["mnist_784-16-10-10_b20"], data_root)
+    n = problem.steps_per_epoch
+    loader_s = timer(dataloader_epoch(problem, params), 1)
+    runner_epoch_s = timer(runner_steps(problem, params, optimizer, n, tmp / "epoch"), 1)
+    result["epoch_vs_dataloader"] = {"mnist_784-16-10-10_b20": loader_s / runner_epoch_s,
+                                     "dataloader_epoch_s": loader_s, "runner_epoch_s": runner_epoch_s}
+    if not args.skip_scaling:
+        result["scaling"] = scaling(Path(args.out).with_name("scaling.png"))
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    table = Table(title=f"teleport_runner benchmark on {DEVICE} ({data_note})")
+    table.add_column("metric")
+    table.add_column("workload")
+    table.add_column("ratio", justify="right")
+    table.add_column("target")
+    for name, ratio in result["descent_vs_plain"].items():
+        table.add_row("descent_vs_plain", name, f"{ratio:.2f}", ">= 0.9")
+    table.add_row("epoch_vs_dataloader", "mnist_784-16-10-10_b20",
+                  f"{result['epoch_vs_dataloader']['mnist_784-16-10-10_b20']:.2f}", ">= 3")
+    for name, ratio in result["ascent_step_cost"].items():
+        table.add_row("ascent_step_cost", name, f"{ratio:.2f}" if isinstance(ratio, float) else ratio,
+                      "<= 3")
+    if "scaling" in result:
+        for key, value in result["scaling"]["fitted_exponents"].items():
+            table.add_row("scaling exponent", key, f"{value:.2f}", "")
+    console.print(table)
+    console.print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
