@@ -129,3 +129,14 @@ def checkpoint_every(value) -> int | None:
         raise ConfigError(f"Invalid checkpoint.every: {value!r}; it must be a positive number of descent steps, "
                           "or null to checkpoint only when the run is interrupted.")
     return value
+
+
+def should_resume(value, path: Path) -> bool:
+    """``resume``: true (the checkpoint must exist), false, or auto (resume when ``path`` exists: a job
+    that a cluster requeues after a time limit or preemption continues instead of starting over)."""
+    if value in (True, False):
+        return bool(value)
+    if value == "auto":
+        return Path(path).exists()
+    raise ConfigError(f"Invalid resume: {value!r}. Valid values: false, true (continue from the run "
+                      "directory's checkpoint), auto (continue if a checkpoint exists, else start).")

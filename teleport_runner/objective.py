@@ -41,7 +41,10 @@ def check_metric(name: str, loss_thresholds) -> None:
 
 
 def worst(direction: str = "minimize") -> float:
-    return -math.inf if str(direction).lower().startswith("max") else math.inf
+    """``direction``: 'minimize', 'maximize', an optuna sweeper's Direction enum, or a list (first used)."""
+    if isinstance(direction, (list, tuple)) or type(direction).__name__ == "ListConfig":
+        direction = direction[0] if len(direction) else "minimize"
+    return -math.inf if "max" in str(direction).lower() else math.inf
 
 
 def objective(summary: dict, name: str, direction: str = "minimize") -> float:

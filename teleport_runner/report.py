@@ -200,7 +200,8 @@ def group_row(group: Group, ts: list[str], val_keys: list[str]) -> dict:
     ok = group.ok_runs
     statuses = {}
     for r in group.runs:
-        statuses[r.status] = statuses.get(r.status, 0) + 1
+        if not r.ok:  # failed, diverged, interrupted: counted and named, never silently dropped
+            statuses[r.status] = statuses.get(r.status, 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     row = {"group": group.label, "runs": f"{len(ok)}/{len(group.runs)}" + ("" if len(ok) == len(group.runs)
                                                                           else f" ({status})"),
@@ -263,7 +264,10 @@ def print_table(title: str, rows: list[dict]) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*(str(r.get(c, MISSING)) for c in rows[0]))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or in a log file: do not wrap at 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 def build_report(paths, out: Path, figures: bool = True) -> dict:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, UserError, one_of
 from .logging import JsonlSink, Sinks, write_summary
-from .checkpoint import Checkpointer, checkpoint_every
+from .checkpoint import Checkpointer, checkpoint_every, should_resume
 from .loop import RunStats, train
 from .objective import check_metric, objective
 
@@ -110,8 +110,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     every = checkpoint_every(ckpt_cfg.get("every"))
     checkpointer = Checkpointer(run_dir / ckpt_cfg.get("path", "checkpoint.pt"), params=params,
                                 optimizer=optimizer, generator=generator, stats=stats, config=config)
-    start_step = checkpointer.load(steps) if cfg.get("resume") else 0  # params, optimizer, RNGs, stats
-    sinks = [JsonlSink(run_dir, resume_step=start_step if cfg.get("resume") else None)]
+    resume = should_resume(cfg.get("resume", False), checkpointer.path)
+    start_step = checkpointer.load(steps) if resume else 0  # params, optimizer, RNGs, stats
+    sinks = [JsonlSink(run_dir, resume_step=start_step if resume else None)]
     sink = Sinks(sinks + [instantiate(node) for node in (cfg.logger or {}).values()])
     sink.log_config(config)
     summary = {"status": "failed", "seed": cfg.seed, "device": str(device), "dtype": cfg.dtype,
@@ -183,7 +184,7 @@ def main(cfg: DictConfig):
     if multirun and summary.get("status") == "interrupted":  # Ctrl-C / SIGTERM stops the whole sweep
         print(f"Sweep stopped: job {hydra_cfg.job.num} was interrupted ({run_dir}).", file=sys.stderr)
         sys.exit(130)
-    return objective(summary, cfg.optimize_metric, str(hydra_cfg.sweeper.get("direction", "minimize")))
+    return objective(summary, cfg.optimize_metric, hydra_cfg.sweeper.get("direction", "minimize"))
 
 
 def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: float) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,6 +23,11 @@ class ConsoleSink(Sink):
         self._progress = None
 
     def start(self, total_steps: int, start_step: int = 0) -> None:
+        if start_step > 0 and self.run_dir:  # resumed: the summary covers the teleports before the stop too
+            from .jsonl import read_jsonl
+
+            self.teleports = [t for t in read_jsonl(Path(self.run_dir) / "teleports.jsonl")
+                              if t.get("step", 0) < start_step]
         if not self.show_progress:
             return
         self._progress = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -44,7 +50,8 @@ class ConsoleSink(Sink):
         table.add_row("final loss", f"{summary.get('final_loss', float('nan')):.6g}")
         for key, value in (summary.get("final_metrics") or {}).items():
             table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
-        table.add_row("steps", str(summary.get("steps")))
+        done, steps = summary.get("steps_done"), summary.get("steps")
+        table.add_row("steps", str(steps) if done in (None, steps) else f"{done} of {steps}")
         table.add_row("teleports (rejected)",
                       f"{summary.get('n_teleports', 0)} ({summary.get('n_teleports_rejected', 0)})")
         accepted = [t for t in self.teleports if t.get("accepted")]

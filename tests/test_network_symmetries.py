@@ -1,0 +1,187 @@
+"""Properties every network symmetry must have: invariance, identity, differentiability, clear refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from teleport_runner.errors import ConfigError, SymmetryMismatch
+from teleport_runner.problems.regression import MLPRegression
+from teleport_runner.problems.test_functions import Booth
+from teleport_runner.symmetries.data_free import GLLinear, Rescale
+from teleport_runner.symmetries.gl_data import GLData, GLHidden
+from teleport_runner.teleport import GradientAscent
+
+# (symmetry factory, activation, bias): each symmetry on activations it is exact for
+CASES = {
+    "gl_data": (lambda: GLData(), "leaky_relu", True),
+    "gl_data_paper_form": (lambda: GLData(form="paper"), "leaky_relu", False),
+    "gl_data_linear_param": (lambda: GLData(parametrization="linear"), "identity", True),
+    "gl_hidden": (lambda: GLHidden(), "tanh", True),
+    "gl_hidden_relu": (lambda: GLHidden(pairs=[1]), "leaky_relu", False),
+    "gl_linear": (lambda: GLLinear(), "identity", True),
+    "rescale": (lambda: Rescale(), "relu", True),
+    "rescale_pair0": (lambda: Rescale(pairs=[0]), "leaky_relu", False),
+}
+
+
+def make(case: str, dtype=torch.float64, seed: int = 0, n_samples: int = 4):
+    factory, activation, bias = CASES[case]
+    # widths 5-9-8-3: every batch of 4 fits under each layer's input and hidden width
+    problem = MLPRegression(dims=[5, 9, 8, 3], n_samples=n_samples, activation=activation, slope=0.1, bias=bias,
+                            init="default")
+    problem.setup("cpu", dtype, seed)
+    symmetry = factory()
+    symmetry.bind(problem)
+    return problem, symmetry, problem.init_params(), problem.train_batch(0)
+
+
+def rel_change(a, b) -> float:
+    return float(((a - b).abs() / b.abs()).detach())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_invariance_at_random_points_and_elements(case, dtype, tol):
+    for seed in range(4):
+        problem, symmetry, params, batch = make(case, dtype, seed)
+        ctx = symmetry.prepare(params, batch)
+        gen = torch.Generator().manual_seed(seed)
+        xi = symmetry.sample(params, ctx, gen, scale=0.5)
+        moved = symmetry.act(xi, params, ctx)
+        assert any((m - p).abs().max() > 1e-3 for m, p in zip(moved, params)), "the action moved nothing"
+        assert rel_change(problem.loss(moved, batch), problem.loss(params, batch)) < tol
+        if not symmetry.data_dependent:  # data-free actions keep the function on every input
+            x = torch.randn(16, 5, dtype=dtype, generator=gen)
+            torch.testing.assert_close(problem.forward(moved, x), problem.forward(params, x),
+                                       rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - {"gl_data_paper_form"}))
+def test_identity_acts_as_identity(case):
+    problem, symmetry, params, batch = make(case)
+    ctx = symmetry.prepare(params, batch)
+    for moved, p in zip(symmetry.act(symmetry.identity(params, ctx), params, ctx), params):
+        torch.testing.assert_close(moved, p, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradcheck_of_act_in_float64(case):
+    problem, symmetry, params, batch = make(case)
+    ctx = symmetry.prepare(params, batch)
+    xi = [x.requires_grad_(True) for x in symmetry.sample(params, ctx, torch.Generator().manual_seed(1), 0.3)]
+
+    def objective(*coords):  # the solver's objective: loss and ||grad L||^2 are both smooth in g here
+        return problem.loss(symmetry.act(list(coords), params, ctx), batch)
+
+    assert torch.autograd.gradcheck(objective, tuple(xi), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["gl_data", "gl_hidden", "rescale"])
+def test_gradient_ascent_raises_grad_norm_on_the_level_set(case):
+    problem, symmetry, params, batch = make(case)
+    solver = GradientAscent(steps=5, lr=1e-3, max_group_norm=1.0)
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    event = solver.teleport(0, problem, symmetry, params, optimizer, torch.Generator().manual_seed(0))[0]
+    assert event["accepted"] and event["rel_loss_drift"] < 1e-10
+    assert event["grad_norm_sq_after"] > event["grad_norm_sq_before"]
+    if symmetry.data_dependent:
+        assert "holdout_rel_loss_change" in event
+
+
+def test_gl_data_refuses_batch_wider_than_layer_input():
+    problem = MLPRegression(dims=[3, 9, 2], n_samples=6, init="default")
+    problem.setup("cpu", torch.float64, 0)
+    symmetry = GLData()
+    symmetry.bind(problem)
+    with pytest.raises(SymmetryMismatch, match=r"batch of 6 samples.*only 3 wide"):
+        symmetry.check_batch(6)
+    with pytest.raises(SymmetryMismatch, match="6 samples"):
+        symmetry.prepare(problem.init_params(), problem.train_batch(0))
+
+
+def test_gl_hidden_refuses_batch_wider_than_hidden_layer():
+    problem = MLPRegression(dims=[20, 3, 2], n_samples=5, init="default")
+    problem.setup("cpu", torch.float64, 0)
+    symmetry = GLHidden()
+    symmetry.bind(problem)
+    with pytest.raises(SymmetryMismatch, match=r"5 samples.*only 3 wide"):
+        symmetry.prepare(problem.init_params(), problem.train_batch(0))
+
+
+@pytest.mark.parametrize("symmetry,activation,match", [
+    (Rescale(), "tanh", "positive homogeneity"),
+    (GLData(), "relu", "not invertible"),
+    (GLData(), "tanh", "tanh only on"),
+    (GLLinear(), "leaky_relu", "only the identity"),
+])
+def test_bind_refuses_activation_mismatch(symmetry, activation, match):
+    problem = MLPRegression(activation=activation)
+    problem.setup("cpu", torch.float64, 0)
+    with pytest.raises(SymmetryMismatch, match=match):
+        symmetry.bind(problem)
+
+
+def test_network_symmetry_refuses_level_set_problem_and_bad_pairs():
+    booth = Booth()
+    booth.setup("cpu", torch.float64, 0)
+    with pytest.raises(SymmetryMismatch, match="acts on the layers of a network"):
+        Rescale().bind(booth)
+    problem = MLPRegression()
+    problem.setup("cpu", torch.float64, 0)
+    with pytest.raises(ConfigError, match=r"pair indices 0..1"):
+        Rescale(pairs=[2]).bind(problem)
+    with pytest.raises(ConfigError, match="symmetry.pairs"):
+        Rescale(pairs=[])
+
+
+# --- optimizer state ------------------------------------------------------------------------------------
+def _optimizer_with_state(opt_cls, params, problem, batch, **kw):
+    optimizer = opt_cls(params, lr=1e-3, **kw)
+    for _ in range(3):
+        problem.loss(params, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return optimizer
+
+
+def test_rescale_transforms_state_like_gradients_and_squares():
+    problem, symmetry, params, batch = make("rescale")
+    optimizer = _optimizer_with_state(torch.optim.Adam, params, problem, batch)
+    symmetry.check_state_policy(optimizer)
+    xi = symmetry.sample(params, None, torch.Generator().manual_seed(0), 0.5)
+    states = [optimizer.state[p] for p in params]
+    new = symmetry.transform_state(xi, params, None, states)
+    # gradients at g·w: computed directly, compared with the transformed 'gradient-like' map
+    moved = [m.detach().requires_grad_(True) for m in symmetry.act(xi, params, None)]
+    grads_moved = torch.autograd.grad(problem.loss(moved, batch), moved)
+    w = [p.detach().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(problem.loss(w, batch), w)
+    maps = symmetry._grad_map(xi, params)
+    for f, g, gm, s, n in zip(maps, grads, grads_moved, states, new):
+        torch.testing.assert_close(f(g), gm)
+        torch.testing.assert_close(n["exp_avg_sq"], s["exp_avg_sq"] * (f(torch.ones_like(g)) ** 2))
+        assert n["step"] == s["step"]
+
+
+def test_gl_linear_transforms_momentum_and_refuses_squared_state():
+    problem, symmetry, params, batch = make("gl_linear")
+    optimizer = _optimizer_with_state(torch.optim.SGD, params, problem, batch, momentum=0.9)
+    symmetry.check_state_policy(optimizer)
+    xi = symmetry.sample(params, None, torch.Generator().manual_seed(0), 0.5)
+    moved = [m.detach().requires_grad_(True) for m in symmetry.act(xi, params, None)]
+    grads_moved = torch.autograd.grad(problem.loss(moved, batch), moved)
+    w = [p.detach().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(problem.loss(w, batch), w)
+    for f, g, gm in zip(symmetry._grad_map(xi, params), grads, grads_moved):
+        torch.testing.assert_close(f(g), gm)
+    new = symmetry.transform_state(xi, params, None, [optimizer.state[p] for p in params])
+    assert all("momentum_buffer" in s for s in new)
+    with pytest.raises(ConfigError, match="squared-gradient state"):
+        symmetry.check_state_policy(torch.optim.Adagrad(params, lr=0.1))
+
+
+@pytest.mark.parametrize("case", ["gl_data", "gl_hidden"])
+def test_data_dependent_actions_refuse_state_transform(case):
+    problem, symmetry, params, batch = make(case)
+    with pytest.raises(ConfigError, match="optimizer_state=transform"):
+        symmetry.check_state_policy(torch.optim.SGD(params, lr=0.1))

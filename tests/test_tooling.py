@@ -1,0 +1,254 @@
+"""Experiment tooling, end to end through the CLI: multirun sweeps and teleport-report, a failing sweep job,
+the submitit_local launcher, the Optuna preset, and the W&B sink in offline mode. (Checkpoint and resume:
+tests/test_tooling_resume.py.)"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def teleport_train(*args, env=None, timeout=180, check=True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"teleport-train {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def summaries(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))}
+
+
+# ---- sweeps and the report --------------------------------------------------------------------------------
+
+def test_multirun_2x2_then_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = teleport_train("-m", "seed=0,1", "teleport=none,gradient_ascent", "experiment=paper_booth",
+                          f"hydra.sweep.dir={sweep}")
+    # logger=console off a terminal: no progress bar, one summary table per job
+    assert proc.stdout.count("teleport_runner: completed") == 4
+    assert "\x1b[" not in proc.stdout
+    runs = summaries(sweep)
+    assert len(runs) == 4 and all(s["status"] == "completed" for s in runs.values())
+
+    report = subprocess.run([sys.executable, "-m", "teleport_runner.report", str(sweep)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "teleport=NoTeleport" in report.stdout and "teleport=GradientAscent" in report.stdout
+    md = (sweep / "report.md").read_text()
+    assert "4 runs in 2 groups" in md
+    assert "| teleport=NoTeleport | 2/2 |" in md and "| teleport=GradientAscent | 2/2 |" in md
+    assert "| teleport=GradientAscent | teleport=NoTeleport | 2 |" in md  # the paired speed-up row
+    for name in ("loss_vs_step", "loss_vs_time", "grad_vs_loss"):
+        png = sweep / f"report_{name}.png"
+        assert png.stat().st_size > 5000 and f"]({png.name})" in md
+
+
+def test_report_numbers_and_pairing(tmp_path):
+    """The report's arithmetic on hand-written run dirs: grouping, seed pairing, speed-up, failed runs."""
+    from teleport_runner.report import build_report
+
+    def fake(name, seed, target, final, steps_to, status="completed"):
+        run = tmp_path / name
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(
+            f"seed: {seed}\nteleport:\n  _target_: teleport_runner.teleport.{target}\noptimizer:\n  lr: 0.1\n")
+        (run / "summary.json").write_text(json.dumps({
+            "status": status, "seed": seed, "steps": 100, "steps_done": 100, "final_loss": final,
+            "steps_to_loss": {"0.1": steps_to}, "time_total_s": 1.0, "time_teleport_s": 0.1,
+            "time_descent_s": 0.5, "n_teleports": 1}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / (s + 1), "grad_norm_sq": 1.0,
+                                                               "time_s": s * 0.01}) + "\n" for s in range(5)))
+
+    fake("a0", 0, "NoTeleport", 0.2, 40)
+    fake("a1", 1, "NoTeleport", 0.4, None)  # never reached: counts as steps + 1 = 101
+    fake("b0", 0, "GradientAscent", 0.1, 10)
+    fake("b1", 1, "GradientAscent", 0.1, 20)
+    fake("b2", 2, "GradientAscent", float("nan"), None, status="diverged")
+    out = build_report([tmp_path], tmp_path / "rep", figures=False)
+    assert [g.label for g in out["groups"]] == ["teleport=NoTeleport", "teleport=GradientAscent"]
+    assert out["results"][1]["runs"] == "2/3 (1 diverged)"
+    paired = out["paired"][0]
+    assert paired["seeds"] == "2"
+    expected = (40 / 10 + 101 / 20) / 2
+    assert paired["speed-up to 0.1"].startswith(">= x") and f"{expected:.4g}" in paired["speed-up to 0.1"]
+    assert paired["final loss ratio"].startswith(f"x{(2 + 4) / 2:.4g}")
+    assert out["results"][1]["teleport cost (steps)"] == "20 ± 0"  # 0.1 s / (0.5 s / 100 steps)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Runs that did not complete" in md and "diverged" in md
+
+
+def test_failing_job_does_not_stop_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = teleport_train("-m", "optimizer.lr=-1,0.08", "experiment=paper_booth", "logger=jsonl",
+                          f"hydra.sweep.dir={sweep}")
+    assert "Invalid learning rate: -1" in proc.stderr and "The sweep goes on" in proc.stderr
+    runs = summaries(sweep)
+    assert runs["0"]["status"] == "failed" and "Invalid learning rate" in runs["0"]["message"]
+    assert runs["1"]["status"] == "completed"
+
+
+def test_submitit_local_two_job_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    teleport_train("-m", "seed=0,1", "experiment=paper_booth", "hydra/launcher=submitit_local", "logger=jsonl",
+                   "plots=false", f"hydra.sweep.dir={sweep}")
+    runs = summaries(sweep)
+    assert sorted(runs) == ["0", "1"] and all(s["status"] == "completed" for s in runs.values())
+    assert (sweep / ".submitit").is_dir()
+
+
+def test_optuna_preset_runs_trials(tmp_path):
+    sweep = tmp_path / "sweep"
+    teleport_train("hparams_search=booth_optuna", "hydra.sweeper.n_trials=3", "logger=jsonl",
+                   f"hydra.sweep.dir={sweep}")
+    assert len(summaries(sweep)) == 3
+    results = (sweep / "optimization_results.yaml").read_text()
+    assert "teleport.lr" in results and "best_value" in results
+    best = float(results.split("best_value:")[1].split()[0])
+    assert math.isfinite(best) and best == min(s["final_loss"] for s in summaries(sweep).values())
+
+
+def test_objective_values():
+    from teleport_runner.errors import ConfigError
+    from teleport_runner.objective import check_metric, objective
+
+    done = {"status": "completed", "steps": 10, "final_loss": 0.5, "steps_to_loss": {"0.001": None, "0.1": 4},
+            "final_metrics": {"val_accuracy": 0.9}}
+    assert objective(done, "final_loss") == 0.5
+    assert objective(done, "steps_to_loss/1e-1") == 4
+    assert objective(done, "steps_to_loss/1e-3") == 11  # never reached: steps + 1
+    assert objective(done, "final_metrics/val_accuracy", "maximize") == 0.9
+    assert objective({"status": "failed"}, "final_loss") == math.inf
+    assert objective({"status": "diverged"}, "final_metrics/val_accuracy", "maximize") == -math.inf
+    check_metric("steps_to_loss/0.001", [0.1, 1e-3])
+    for bad in ("loss", "steps_to_loss/0.5", "steps_to_loss/x"):
+        with pytest.raises(ConfigError, match="optimize_metric"):
+            check_metric(bad, [0.1, 1e-3])
+
+
+def test_run_and_sweep_dirs_have_microseconds():
+    text = (ROOT / "conf" / "hydra" / "default.yaml").read_text()
+    assert text.count("%f}") == 2  # run.dir and sweep.dir: two runs in the same second do not collide
+
+
+# ---- W&B --------------------------------------------------------------------------------------------------
+
+def wandb_records(path: Path):
+    """The records of a .wandb file (a LevelDB-style log of wandb protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, header = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    i, buf = 7, b""
+    while i + header <= len(data):
+        if block - i % block < header:  # block trailer padding
+            i += block - i % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[i:i + header])
+        buf += data[i + header:i + header + length]
+        i += header + length
+        if kind in (1, 4):  # FULL or LAST fragment
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def wandb_env(tmp_path, mode):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE=mode, WANDB_CONFIG_DIR=str(tmp_path / "wbcfg"), WANDB_CACHE_DIR=str(tmp_path / "wbcache"),
+               WANDB_DATA_DIR=str(tmp_path / "wbdata"), WANDB_SILENT="true")
+    return env
+
+
+def test_wandb_offline_logs_metrics(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", "experiment=paper_booth", "logger=wandb",
+                           f"hydra.run.dir={run}"], cwd=ROOT, env=wandb_env(tmp_path, "offline"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "W&B logging failed" not in proc.stderr
+    assert "teleport_runner: completed" in proc.stdout  # the console logger comes with it
+    (offline,) = run.glob("wandb/offline-run-*")
+    history, summary, config = {}, {}, {}
+    for record in wandb_records(next(offline.glob("run-*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            items = {it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in record.history.item}
+            history.setdefault(items.get("_step"), {}).update(items)
+        elif kind == "summary":
+            summary.update({u.key or "/".join(u.nested_key): u.value_json for u in record.summary.update})
+        elif kind == "config":
+            config.update({u.key or "/".join(u.nested_key): u.value_json for u in record.config.update})
+        elif kind == "run":
+            assert record.run.run_group == ""  # a single run: no group (a multirun's jobs share the sweep's)
+            config.update({u.key or "/".join(u.nested_key): u.value_json for u in record.run.config.update})
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len([h for h in history.values() if "train/loss" in h]) == len(rows) == 10
+    assert history[9]["train/loss"] == pytest.approx(rows[-1]["loss"])
+    assert "teleport/grad_norm_sq_after" in history[4]
+    assert json.loads(summary["final_loss"]) == pytest.approx(json.loads((run / "summary.json").read_text())["final_loss"])
+    assert json.loads(summary["status"]) == "completed"
+    assert "optimizer" in config and "0.08" in config["optimizer"]  # the resolved config
+    assert list(offline.glob("files/media/table/teleport/events_*.table.json"))
+    assert {p.name.split("_")[0] for p in offline.glob("files/media/images/plots/*.png")} == {"curves", "trajectory"}
+
+
+def test_wandb_bogus_mode_only_warns(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", "experiment=paper_booth", "logger=wandb",
+                           "plots=false", f"hydra.run.dir={run}"], cwd=ROOT, env=wandb_env(tmp_path, "bogus"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "W&B logging failed in init" in proc.stderr and "'bogus'" in proc.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 10
+
+
+def test_wandb_init_that_raises_only_warns(tmp_path, monkeypatch):
+    import wandb
+
+    from teleport_runner.logging import JsonlSink, Sinks
+    from teleport_runner.logging.wandb import WandbSink
+
+    def broken_init(**kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    sink = Sinks([JsonlSink(tmp_path), WandbSink(mode="online", dir=str(tmp_path))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sink.log_config({"seed": 0})
+        sink.start(3)
+        for step in range(3):
+            sink.log(step, {"loss": 1.0, "grad_norm_sq": 2.0})
+        sink.log_files([])
+        sink.close({"status": "completed"})
+    assert len([w for w in caught if "W&B logging failed in init" in str(w.message)]) == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm", "submitit_local", "joblib"])
+def test_launcher_configs_compose(launcher):
+    from hydra import compose, initialize_config_dir
+
+    from teleport_runner.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment=paper_booth"],
+                      return_hydra_config=True)
+    assert "_target_" in cfg.hydra.launcher
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.timeout_min == 120 and cfg.hydra.launcher.max_num_timeout == 3
