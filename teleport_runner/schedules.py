@@ -11,8 +11,20 @@ from typing import Sequence
 from .errors import ConfigError
 
 
+#: Settings of any schedule. A preset sets the schedule it names (``schedule.epochs=[1]``); when the user then
+#: swaps the schedule (``schedule=none``) those keys stay in the merged config, so every schedule tolerates
+#: the others' settings. Anything else is a typo and is rejected.
+SCHEDULE_SETTINGS = {"steps", "every", "offset", "until", "epochs", "step_offset"}
+
+
 class Schedule:
     """Base class: ``steps(total_steps, steps_per_epoch)`` gives the sorted teleport steps."""
+
+    def __init__(self, **other_schedule_settings):
+        unknown = sorted(set(other_schedule_settings) - SCHEDULE_SETTINGS)
+        if unknown:
+            raise ConfigError(f"Unknown schedule setting(s) {unknown} for {type(self).__name__}. Valid settings: "
+                              f"{sorted(SCHEDULE_SETTINGS)}.")
 
     def requested(self, total_steps: int, steps_per_epoch: int) -> list[int]:
         return []
@@ -42,7 +54,8 @@ class NoSchedule(Schedule):
 class AtSteps(Schedule):
     """Teleport before each descent step in ``steps`` (0-based)."""
 
-    def __init__(self, steps: Sequence[int] = ()):
+    def __init__(self, steps: Sequence[int] = (), **others):
+        super().__init__(**others)
         self.at = _non_negative_ints("steps", list(steps))
 
     def requested(self, total_steps, steps_per_epoch):
@@ -52,7 +65,8 @@ class AtSteps(Schedule):
 class Every(Schedule):
     """Teleport at steps offset, offset + every, offset + 2 every, ... (until ``until``, exclusive)."""
 
-    def __init__(self, every: int = 100, offset: int = 0, until: int | None = None):
+    def __init__(self, every: int = 100, offset: int = 0, until: int | None = None, **others):
+        super().__init__(**others)
         if int(every) < 1:
             raise ConfigError(f"Invalid schedule.every: {every!r}; it must be a positive integer.")
         if int(offset) < 0:
@@ -68,7 +82,8 @@ class AtEpochs(Schedule):
     """Teleport at the start of each epoch in ``epochs`` (epoch 1 = right after the first epoch), plus an
     optional ``step_offset`` inside that epoch (``epochs=[0], step_offset=500`` = after 500 steps)."""
 
-    def __init__(self, epochs: Sequence[int] = (1,), step_offset: int = 0):
+    def __init__(self, epochs: Sequence[int] = (1,), step_offset: int = 0, **others):
+        super().__init__(**others)
         self.epochs = _non_negative_ints("epochs", list(epochs))
         self.step_offset = int(step_offset)
 

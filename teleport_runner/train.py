@@ -161,7 +161,7 @@ _default_formatwarning = warnings.formatwarning
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig):
+def hydra_main(cfg: DictConfig):
     warnings.formatwarning = _short_warning
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -198,6 +198,33 @@ def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: flo
         write_summary(run_dir, summary)
     print(f"Job failed ({type(exc).__name__}: {exc}); summary in {path}. The sweep goes on.", file=sys.stderr)
     return summary
+
+
+def unwritable_output_dir(argv: list[str]) -> str | None:
+    """The run/sweep folder named on the command line (or ./outputs) when it cannot be created or written.
+
+    Hydra creates the run folder before the app starts and fails there with a traceback; checking first
+    lets a wrong path fail with one line, before any work."""
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    for raw in paths or ["outputs"]:
+        path = Path(raw.split("${", 1)[0] or ".")  # the fixed part before a ${now:...} interpolation
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            return raw
+    return None
+
+
+def main() -> None:
+    """Console entry point (``teleport-train``, ``python -m teleport_runner.train``)."""
+    bad = unwritable_output_dir(sys.argv[1:])
+    if bad is not None:
+        print(f"Error: the output folder {bad!r} cannot be created or written (a file stands in its path or "
+              "permissions forbid it). Choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m).",
+              file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

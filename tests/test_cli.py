@@ -40,6 +40,14 @@ BAD_OVERRIDES = [
     (["schedule.every=0"], ["schedule.every", "0"]),
     (["problem=quadratic", "problem.A=[[1,2],[2,1]]"], ["positive definite"]),
     (["problem.start=[1,2,3]"], ["start", "R^2"]),
+    (["problem=mlp_regression", "symmetry=level_set"], ["level_set", "mlp_regression", "gl_data", "rescale"]),
+    (["problem=mlp_regression", "problem.activation=tanh", "symmetry=rescale"], ["rescale", "tanh"]),
+    (["problem=mlp_regression", "problem.n_samples=9", "symmetry=gl_data"], ["gl_data", "9"]),
+    (["problem=mlp_regression", "problem.dims=[5,0,7,8]"], ["0"]),
+    (["problem=mlp_regression", "symmetry=rescale", "optimizer=adagrad", "teleport.optimizer_state=transform",
+      "symmetry=gl_data"], ["transform"]),
+    (["problem=mnist", "problem.data.root=/nonexistent/folder"], ["/nonexistent/folder", "MNIST"]),
+    (["problem=mnist", "problem.batch_size=0"], ["batch_size", "0"]),
 ]
 
 
