@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .config_tree import flatten
 from .errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -29,15 +30,6 @@ FINGERPRINT_KEYS = ("problem", "symmetry", "teleport", "optimizer", "schedule", 
 def fingerprint(config: dict) -> dict:
     """The part of a resolved config (plain dict) that a resumed run must share with the checkpoint."""
     return {key: config.get(key) for key in FINGERPRINT_KEYS}
-
-
-def _flatten(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 class Checkpointer:
@@ -104,8 +96,8 @@ class Checkpointer:
         if state.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"The checkpoint {self.path} has format version {state.get('format_version')!r}; "
                               f"this version of teleport_runner reads version {FORMAT_VERSION}.")
-        saved = _flatten(json.loads(state["fingerprint"]))
-        now = _flatten(json.loads(json.dumps(self.fingerprint, sort_keys=True)))
+        saved = flatten(json.loads(state["fingerprint"]))
+        now = flatten(json.loads(json.dumps(self.fingerprint, sort_keys=True)))
         diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
                 for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if diff:

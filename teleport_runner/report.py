@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from .config_tree import flatten
 from .errors import UserError
 
 #: Config keys that never define a group: the seed pairs runs, the rest is bookkeeping.
@@ -63,15 +64,6 @@ class Group:
     @property
     def ok_runs(self) -> list:
         return [r for r in self.runs if r.ok]
-
-
-def flatten(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: json.dumps(tree) if isinstance(tree, list) else tree}
 
 
 def find_runs(paths) -> list[Run]:
