@@ -9,7 +9,7 @@ Prints a table and writes JSON with:
   epoch_vs_dataloader  one epoch of the plain DataLoader loop (TensorDataset + DataLoader, batch 20) / one
                        epoch of the runner.                                   target >= 3
   ascent_step_cost     time of one teleport ascent step / one descent step, per symmetry and workload
-                       (marginal cost: (t(4 steps) - t(1 step)) / 3, so per-teleport setup is excluded).
+                       (marginal cost: (t(5 steps) - t(1 step)) / 4, so per-teleport setup is excluded).
                                                                               target <= 3
   scaling              teleport (10 ascent steps) and descent time against width d and depth (paper fig. 6),
                        with fitted exponents; plot in scaling.png next to --out.
@@ -48,10 +48,18 @@ SYMMETRIES = {"mnist": ["gl_data", "gl_hidden", "rescale"], "mlp_regression": ["
               "rosenbrock": ["level_set"]}
 
 
-def marginal(make_run, n_steps: int, repeats: int) -> float:
-    """Seconds per step from (t(2n) - t(n)) / n: per-run fixed costs (opening files, the final full-data
-    loss) cancel, so this is the steady-state descent step."""
-    return (timer(make_run(2 * n_steps), repeats) - timer(make_run(n_steps), repeats)) / n_steps
+def paired_marginal(plain, runner, n_steps: int, repeats: int) -> tuple[float, float]:
+    """Seconds per step of two loops, from (t(2n) - t(n)) / n: per-run fixed costs (opening files, the runner's
+    final full-data loss) cancel, so this is the steady-state step. The two are timed alternately in every
+    repeat, so a slow phase of the machine hits both; medians over repeats, after one warm-up."""
+    fns = {key: (make(n_steps), make(2 * n_steps)) for key, make in (("plain", plain), ("runner", runner))}
+    for short, long in fns.values():
+        short(), long()
+    samples = {"plain": [], "runner": []}
+    for _ in range(repeats):
+        for key, (short, long) in fns.items():
+            samples[key].append((timer(long, 1, warmup=0) - timer(short, 1, warmup=0)) / n_steps)
+    return statistics.median(samples["plain"]), statistics.median(samples["runner"])
 
 
 def timer(fn, repeats: int, warmup: int = 1) -> float:
@@ -159,7 +167,7 @@ def dataloader_epoch(problem, params):
     return run
 
 
-def ascent_step_cost(problem, params, symmetry_name: str, descent_step_s: float) -> float:
+def ascent_step_cost(problem, params, symmetry_name: str, descent_step_s: float, repeats: int) -> float:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -171,9 +179,9 @@ def ascent_step_cost(problem, params, symmetry_name: str, descent_step_s: float)
     batch = problem.teleport_batches(0, 1, batch_size)[0]
     ctx = symmetry.prepare(w, batch)
     gen = torch.Generator(DEVICE).manual_seed(0)
-    t1 = timer(lambda: GradientAscent(steps=1, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), 3)
-    t4 = timer(lambda: GradientAscent(steps=4, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), 3)
-    return (t4 - t1) / 3 / descent_step_s
+    t1 = timer(lambda: GradientAscent(steps=1, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), repeats)
+    t5 = timer(lambda: GradientAscent(steps=5, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), repeats)
+    return (t5 - t1) / 4 / descent_step_s
 
 
 def scaling(out_png: Path) -> dict:
@@ -221,6 +229,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="descent steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS),
+                        help="a subset of the workloads (default: all)")
     args = parser.parse_args()
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
@@ -234,16 +244,17 @@ def main() -> None:
         data_note = "synthetic MNIST-shaped data (real files not found)"
     result = {"device": str(DEVICE), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {}}
-    for name, overrides in WORKLOADS.items():
+    for name in args.workloads:
+        overrides = WORKLOADS[name]
         problem, _, _, _, params, optimizer = setup(overrides, data_root)
-        plain_s = marginal(lambda n: plain_steps(problem, params, n), args.steps, args.repeats)
-        runner_s = marginal(lambda n: runner_steps(problem, params, optimizer, n, tmp / name), args.steps,
-                            args.repeats)
+        plain_s, runner_s = paired_marginal(lambda n: plain_steps(problem, params, n),
+                                            lambda n: runner_steps(problem, params, optimizer, n, tmp / name),
+                                            args.steps, args.repeats)
         result["descent_vs_plain"][name] = plain_s / runner_s
         result["step_time_s"][name] = {"plain": plain_s, "runner": runner_s}
         for sym in SYMMETRIES[problem.name if problem.name in SYMMETRIES else "mnist"]:
             try:
-                result["ascent_step_cost"][f"{name}/{sym}"] = ascent_step_cost(problem, params, sym, runner_s)
+                result["ascent_step_cost"][f"{name}/{sym}"] = ascent_step_cost(problem, params, sym, runner_s, args.repeats)
             except Exception as exc:  # a symmetry that does not fit the workload is reported, not fatal
                 result["ascent_step_cost"][f"{name}/{sym}"] = f"n/a: {exc}"
         console.print(f"[dim]{name}: done[/dim]")

@@ -130,12 +130,14 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         return time_before + time.perf_counter() - t0
 
     def flush() -> None:
-        for row in buffer.drain():
-            step_logged = row.pop("step")
-            sink.log(step_logged, row)
-            if not math.isfinite(row["loss"]):  # the diverged row is kept on disk, then the run stops
-                raise Diverged(f"the loss became {row['loss']} at step {step_logged}")
-            stats.add_loss(step_logged, row["loss"])
+        rows = buffer.drain()
+        bad = next((i for i, row in enumerate(rows) if not math.isfinite(row["loss"])), None)
+        if rows:  # a diverged row is kept on disk (the rows after it are not), then the run stops
+            sink.log_rows(rows if bad is None else rows[:bad + 1])
+        for row in rows[:bad]:
+            stats.add_loss(row["step"], row["loss"])
+        if bad is not None:
+            raise Diverged(f"the loss became {rows[bad]['loss']} at step {rows[bad]['step']}")
 
     sink.start(total_steps, start_step)
     try:

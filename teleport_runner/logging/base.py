@@ -15,6 +15,11 @@ class Sink:
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         raise NotImplementedError
 
+    def log_rows(self, rows: list[dict], kind: str = "train") -> None:
+        """Several rows at once, each with its ``step``; sinks that can write them in one go override this."""
+        for row in rows:
+            self.log(row["step"], {k: v for k, v in row.items() if k != "step"}, kind)
+
     def log_config(self, config: dict) -> None:
         """The run's resolved config (plain data), once, before ``start``. Optional."""
 
@@ -48,6 +53,9 @@ class Sinks(Sink):
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         self._each("log", step, metrics, kind)
+
+    def log_rows(self, rows: list[dict], kind: str = "train") -> None:
+        self._each("log_rows", rows, kind)
 
     def log_config(self, config: dict) -> None:
         self._each("log_config", config)

@@ -43,6 +43,11 @@ class ConsoleSink(Sink):
             self._progress.update(self._task, completed=step + 1,
                                   status=f"loss {metrics['loss']:.4g}  |grad|^2 {metrics['grad_norm_sq']:.3g}")
 
+    def log_rows(self, rows: list[dict], kind: str = "train") -> None:
+        if kind == "train":  # the progress bar only needs the latest row
+            rows = rows[-1:]
+        super().log_rows(rows, kind)
+
     def close(self, summary: dict) -> None:
         if self._progress is not None:
             self._progress.stop()

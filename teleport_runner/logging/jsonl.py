@@ -61,6 +61,12 @@ class JsonlSink(Sink):
         handle.write(json.dumps(_clean({"step": step, **metrics})) + "\n")
         handle.flush()
 
+    def log_rows(self, rows: list[dict], kind: str = "train") -> None:
+        """One write and one flush for a whole buffer of rows (the loop flushes every ``flush_every`` steps)."""
+        handle = self._handle(kind)
+        handle.write("".join(json.dumps(_clean(row)) + "\n" for row in rows))
+        handle.flush()
+
     def close(self, summary: dict) -> None:
         for handle in self._handles.values():
             handle.close()

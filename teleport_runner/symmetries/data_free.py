@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .layer_pairs import LayerPairSymmetry, group_matrices
+from .layer_pairs import LayerPairSymmetry, group_element, group_matrices, right_divide
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
 # (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.
@@ -107,6 +107,17 @@ class GLLinear(_LinearLayerAction):
 
     def matrices(self, xi):
         return [(m, *group_matrices(T, self.parametrization)) for T, m in zip(xi, self.pairs)]
+
+    def act(self, xi, params, ctx):
+        out = list(params)  # W_{m+1} g^-1 by a solve: no explicit inverse on the ascent path
+        for T, m in zip(xi, self.pairs):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            g = group_element(T, self.parametrization)
+            out[w0] = g @ out[w0]
+            if b0 is not None:
+                out[b0] = g @ out[b0]
+            out[w1] = right_divide(out[w1], g)
+        return out
 
     def check_state_policy(self, optimizer) -> None:
         kinds = state_kinds(optimizer, self.name)

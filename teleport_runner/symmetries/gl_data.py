@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SymmetryMismatch
-from .layer_pairs import LayerPairSymmetry, group_matrices, inverse_activation
+from .layer_pairs import LayerPairSymmetry, group_element, inverse_activation, right_divide
 
 
 def _split(params, problem, m):
@@ -22,7 +22,7 @@ def _split(params, problem, m):
 class GLData(LayerPairSymmetry):
     """GL(d_m) acting on hidden layer m through the data, for bijective activations (paper eq. 8).
 
-    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), with the exact inverse.
+    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), with the exact inverse (an LU solve).
     Action (paper layout h = inputs x samples, biases absorbed as a row of ones in h):
         W_{m+1} -> W_{m+1} g^-1,   W_m -> W_m + (sigma^-1(g sigma(W_m h)) - W_m h) h^+
     so that sigma(W_m' h) = g sigma(W_m h) and the next layer sees W_{m+1} g^-1 g sigma(W_m h): unchanged.
@@ -85,7 +85,7 @@ class GLData(LayerPairSymmetry):
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
-            g, g_inv = group_matrices(T, self.parametrization)
+            g = group_element(T, self.parametrization)
             h_pinv, z = ctx[m]
             z_new = self.sigma_inv(self.sigma(z) @ g.T)  # (batch, d): pre-activations giving g sigma(z)
             if self.form == "minimal":
@@ -97,7 +97,7 @@ class GLData(LayerPairSymmetry):
             out[w0] = w_aug[:, :p.sizes[m]]
             if b0 is not None:
                 out[b0] = w_aug[:, p.sizes[m]]
-            out[w1] = out[w1] @ g_inv
+            out[w1] = right_divide(out[w1], g)
         return out
 
 
@@ -108,7 +108,7 @@ class GLHidden(LayerPairSymmetry):
     Action (paper layout, h = input of layer m with a ones row for the bias, S = sigma(W_m h), S_g = sigma(g W_m h)):
         W_m -> g W_m (its bias -> g b_m),   W_{m+1} -> W_{m+1} + W_{m+1} (S - S_g) S_g^+
     so W_{m+1}' S_g = W_{m+1} S on the batch (the follow-up writes W_{m+1} S S_g^+, equal on the batch; ours is
-    the identity at g = I). S_g^+ depends on g, so it is recomputed (differentiably) at every ascent step.
+    the identity at g = I). S_g^+ depends on g, so it is recomputed (differentiably, by a QR) at every ascent step.
     Exact: on the teleport batch, when S_g has full column rank, i.e. batch <= d_m (hidden width).
     Source: Zhao, Gower, Walters, Yu 2024 (arXiv 2305.13404).
     """
@@ -137,12 +137,16 @@ class GLHidden(LayerPairSymmetry):
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
-            g, _ = group_matrices(T, self.parametrization)
+            g = group_element(T, self.parametrization)
             z = ctx[m]
             s, s_g = p.act(z), p.act(z @ g.T)  # (batch, d)
             out[w0] = g @ out[w0]
             if b0 is not None:
                 out[b0] = g @ out[b0]
-            # W1' = W1 + W1 (S - S_g)^T (S_g^+)^T  (torch layout of the formula above)
-            out[w1] = out[w1] + (torch.linalg.pinv(s_g) @ ((s - s_g) @ out[w1].T)).T
+            # W1' = W1 + W1 (S - S_g)^T (S_g^+)^T  (torch layout of the formula above), with S_g^+ from a
+            # reduced QR of S_g^T = Q R: S_g^+ = Q R^-T when S_g has full row rank (the exactness condition).
+            # A QR and a triangular solve differentiate far more cheaply than pinv's SVD.
+            q, r = torch.linalg.qr(s_g.T)  # q: (d, batch), r: (batch, batch)
+            coeff = torch.linalg.solve_triangular(r.T, (s - s_g) @ out[w1].T, upper=False)  # R^-T (S - S_g) W1^T
+            out[w1] = out[w1] + (q @ coeff).T
         return out
