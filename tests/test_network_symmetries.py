@@ -16,7 +16,10 @@ CASES = {
     "gl_data": (lambda: GLData(), "leaky_relu", True),
     "gl_data_paper_form": (lambda: GLData(form="paper"), "leaky_relu", False),
     "gl_data_linear_param": (lambda: GLData(parametrization="linear"), "identity", True),
+    "gl_data_batch_subgroup": (lambda: GLData(subgroup="batch"), "leaky_relu", True),
+    "gl_data_batch_subgroup_linear": (lambda: GLData(subgroup="batch", parametrization="linear"), "identity", False),
     "gl_hidden": (lambda: GLHidden(), "tanh", True),
+    "gl_hidden_batch_subgroup": (lambda: GLHidden(subgroup="batch"), "tanh", True),
     "gl_hidden_relu": (lambda: GLHidden(pairs=[1]), "leaky_relu", False),
     "gl_linear": (lambda: GLLinear(), "identity", True),
     "rescale": (lambda: Rescale(), "relu", True),
@@ -76,7 +79,8 @@ def test_gradcheck_of_act_in_float64(case):
     assert torch.autograd.gradcheck(objective, tuple(xi), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("case", ["gl_data", "gl_hidden", "rescale"])
+@pytest.mark.parametrize("case", ["gl_data", "gl_hidden", "rescale", "gl_data_batch_subgroup",
+                                  "gl_hidden_batch_subgroup"])
 def test_gradient_ascent_raises_grad_norm_on_the_level_set(case):
     problem, symmetry, params, batch = make(case)
     solver = GradientAscent(steps=5, lr=1e-3, max_group_norm=1.0)
@@ -86,6 +90,33 @@ def test_gradient_ascent_raises_grad_norm_on_the_level_set(case):
     assert event["grad_norm_sq_after"] > event["grad_norm_sq_before"]
     if symmetry.data_dependent:
         assert "holdout_rel_loss_change" in event
+
+
+@pytest.mark.parametrize("parametrization", ["exp", "linear"])
+def test_batch_subgroup_element_equals_the_dense_element_of_u_vt(parametrization):
+    """g = I + U K V^T and its Woodbury / phi inverse are exactly the dense exp(U V^T) (or I + U V^T) and inverse,
+    and the coordinates are (d, r) with r the batch's rank, not d x d."""
+    from teleport_runner.symmetries.layer_pairs import BatchSubgroupElement, DenseElement, span_basis
+
+    gen = torch.Generator().manual_seed(0)
+    d, r = 12, 4
+    V = span_basis(torch.randn(r, d, dtype=torch.float64, generator=gen))
+    U = 0.4 * torch.randn(d, r, dtype=torch.float64, generator=gen)
+    low, dense = BatchSubgroupElement(U, V, parametrization), DenseElement(U @ V.T, parametrization)
+    M = torch.randn(d, 7, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(low.left(M), dense.left(M), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(low.rows(M.T), dense.rows(M.T), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(low.right_inv(M.T), dense.right_inv(M.T), rtol=1e-12, atol=1e-12)
+    eye = torch.eye(d, dtype=torch.float64)
+    torch.testing.assert_close(low.left(low.right_inv(eye)), eye, rtol=1e-12, atol=1e-12)  # g g^-1 = I
+    problem, symmetry, params, batch = make("gl_data_batch_subgroup")
+    ctx = symmetry.prepare(params, batch)
+    assert [tuple(x.shape) for x in symmetry.identity(params, ctx)] == [(8, 4), (9, 4)]  # pairs 1, 0; batch 4
+
+
+def test_unknown_subgroup_is_refused():
+    with pytest.raises(ConfigError, match=r"symmetry.subgroup: 'rank'.*full, batch"):
+        GLHidden(subgroup="rank")
 
 
 def test_gl_data_refuses_batch_wider_than_layer_input():

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .layer_pairs import LayerPairSymmetry, group_element, group_matrices, right_divide
+from .layer_pairs import LayerPairSymmetry, group_matrices
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
 # (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.
@@ -112,11 +112,11 @@ class GLLinear(_LinearLayerAction):
         out = list(params)  # W_{m+1} g^-1 by a solve: no explicit inverse on the ascent path
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            g = group_element(T, self.parametrization)
-            out[w0] = g @ out[w0]
+            g = self.element(T, m, ctx)
+            out[w0] = g.left(out[w0])
             if b0 is not None:
-                out[b0] = g @ out[b0]
-            out[w1] = right_divide(out[w1], g)
+                out[b0] = g.left(out[b0])
+            out[w1] = g.right_inv(out[w1])
         return out
 
     def check_state_policy(self, optimizer) -> None:
@@ -152,7 +152,7 @@ class Rescale(_LinearLayerAction):
     activations = ("relu", "leaky_relu", "identity")
     why_not = "rescaling needs sigma(d z) = d sigma(z) for d > 0 (positive homogeneity); tanh is not."
 
-    def _coord_shape(self, m):
+    def _coord_shape(self, m, ctx):
         return (self.width(m),)
 
     def matrices(self, xi):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import SymmetryMismatch
-from .layer_pairs import LayerPairSymmetry, group_element, inverse_activation, right_divide
+from ..errors import SymmetryMismatch, one_of
+from .layer_pairs import SUBGROUPS, LayerPairSymmetry, inverse_activation, span_basis
 
 
 def _split(params, problem, m):
@@ -32,6 +32,10 @@ class GLData(LayerPairSymmetry):
     Exact: on the teleport batch, when h (with its ones column) has full column rank, i.e. batch <= in_m (+1
     with a bias); off the batch the function changes (teleports.jsonl reports it on a held-out batch).
     h^+ is computed once per teleport, in float64. Source: Zhao et al. 2022, eq. 8.
+    ``subgroup: batch`` restricts g to I + U V^T with V a basis of the batch's hidden activations (see
+    ``BatchSubgroupElement``): all of g's effect on the batch's activations, none of the d x d work (an ascent
+    step costs O(d^2 batch) instead of O(d^3)); the part of GL(d) it leaves out only acts through W_{m+1} g^-1
+    off the batch's span.
     """
 
     name = "gl_data"
@@ -41,8 +45,9 @@ class GLData(LayerPairSymmetry):
                "(-1, 1), where g sigma(z) may leave it). Use symmetry=gl_hidden (any activation) or, for relu, "
                "symmetry=rescale.")
 
-    def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal"):
+    def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal", subgroup: str = "full"):
         super().__init__(pairs, parametrization)
+        self.subgroup = _check_subgroup(subgroup)
         if form not in ("minimal", "paper"):
             raise SymmetryMismatch(f"Invalid symmetry.form: {form!r}. Valid values: minimal, paper.")
         self.form = form
@@ -77,17 +82,22 @@ class GLData(LayerPairSymmetry):
                 h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
             # float64 pinv: H H^+ = I to ~1e-15, so float32 teleports stay within float32 rounding
             h_pinv = torch.linalg.pinv(h.double()).to(h.dtype)  # (in+1, batch)
-            ctx[m] = (h_pinv, preacts[m])
+            # subgroup batch: g moves only the span of the batch's hidden activations sigma(z)
+            basis = span_basis(self.sigma(preacts[m])) if self.subgroup == "batch" else None
+            ctx[m] = (h_pinv, preacts[m], basis)
         return ctx
+
+    def basis(self, m, ctx):
+        return ctx[m][2]
 
     def act(self, xi, params, ctx):
         p = self.problem
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
-            g = group_element(T, self.parametrization)
-            h_pinv, z = ctx[m]
-            z_new = self.sigma_inv(self.sigma(z) @ g.T)  # (batch, d): pre-activations giving g sigma(z)
+            g = self.element(T, m, ctx)
+            h_pinv, z, _ = ctx[m]
+            z_new = self.sigma_inv(g.rows(self.sigma(z)))  # (batch, d): pre-activations giving g sigma(z)
             if self.form == "minimal":
                 delta = (h_pinv @ (z_new - z)).T  # (d, in+1): the minimal-norm change with H delta^T = z_new - z
                 w_aug = torch.cat([out[w0], out[b0][:, None]], 1) if b0 is not None else out[w0]
@@ -97,7 +107,7 @@ class GLData(LayerPairSymmetry):
             out[w0] = w_aug[:, :p.sizes[m]]
             if b0 is not None:
                 out[b0] = w_aug[:, p.sizes[m]]
-            out[w1] = right_divide(out[w1], g)
+            out[w1] = g.right_inv(out[w1])
         return out
 
 
@@ -110,6 +120,7 @@ class GLHidden(LayerPairSymmetry):
     so W_{m+1}' S_g = W_{m+1} S on the batch (the follow-up writes W_{m+1} S S_g^+, equal on the batch; ours is
     the identity at g = I). S_g^+ depends on g, so it is recomputed (differentiably, by a QR) at every ascent step.
     Exact: on the teleport batch, when S_g has full column rank, i.e. batch <= d_m (hidden width).
+    ``subgroup: batch``: g = I + U V^T with V a basis of the batch's pre-activations z (as for gl_data).
     Source: Zhao, Gower, Walters, Yu 2024 (arXiv 2305.13404).
     """
 
@@ -125,24 +136,32 @@ class GLHidden(LayerPairSymmetry):
                     f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
                     "choose other pairs with symmetry.pairs.")
 
+    def __init__(self, pairs=None, parametrization: str = "exp", subgroup: str = "full"):
+        super().__init__(pairs, parametrization)
+        self.subgroup = _check_subgroup(subgroup)
+
     def prepare(self, params, batch):
         x = batch[0]
         self.check_batch(x.shape[0])
         with torch.no_grad():
             _, preacts = self.problem.trace(params, x)
-        return {m: preacts[m] for m in self.pairs}
+        # subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on
+        return {m: (preacts[m], span_basis(preacts[m]) if self.subgroup == "batch" else None) for m in self.pairs}
+
+    def basis(self, m, ctx):
+        return ctx[m][1]
 
     def act(self, xi, params, ctx):
         p = self.problem
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
-            g = group_element(T, self.parametrization)
-            z = ctx[m]
-            s, s_g = p.act(z), p.act(z @ g.T)  # (batch, d)
-            out[w0] = g @ out[w0]
+            g = self.element(T, m, ctx)
+            z = ctx[m][0]
+            s, s_g = p.act(z), p.act(g.rows(z))  # (batch, d)
+            out[w0] = g.left(out[w0])
             if b0 is not None:
-                out[b0] = g @ out[b0]
+                out[b0] = g.left(out[b0])
             # W1' = W1 + W1 (S - S_g)^T (S_g^+)^T  (torch layout of the formula above), with S_g^+ from a
             # reduced QR of S_g^T = Q R: S_g^+ = Q R^-T when S_g has full row rank (the exactness condition).
             # A QR and a triangular solve differentiate far more cheaply than pinv's SVD.
@@ -150,3 +169,9 @@ class GLHidden(LayerPairSymmetry):
             coeff = torch.linalg.solve_triangular(r.T, (s - s_g) @ out[w1].T, upper=False)  # R^-T (S - S_g) W1^T
             out[w1] = out[w1] + (q @ coeff).T
         return out
+
+
+def _check_subgroup(subgroup: str) -> str:
+    if subgroup not in SUBGROUPS:
+        raise one_of("symmetry.subgroup", subgroup, SUBGROUPS)
+    return subgroup

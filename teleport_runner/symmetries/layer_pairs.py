@@ -16,6 +16,7 @@ from ..problems.base import Problem
 from .base import Coords, Symmetry
 
 PARAMETRIZATIONS = ("exp", "linear")
+SUBGROUPS = ("full", "batch")
 
 
 def group_element(T: Tensor, parametrization: str) -> Tensor:
@@ -38,6 +39,70 @@ def group_matrices(T: Tensor, parametrization: str) -> tuple[Tensor, Tensor]:
     """(g, g^-1), both exact (for actions that need g^-1 itself, such as carrying optimizer state)."""
     g = group_element(T, parametrization)
     return g, right_divide(torch.eye(T.shape[0], device=T.device, dtype=T.dtype), g)
+
+
+class DenseElement:
+    """g in GL(d) from coordinates T (d x d): g = exp(T) or I + T."""
+
+    def __init__(self, T: Tensor, parametrization: str):
+        self.g = group_element(T, parametrization)
+
+    def left(self, M: Tensor) -> Tensor:
+        """g M (M: (d, k) or a vector (d,))."""
+        return self.g @ M
+
+    def rows(self, M: Tensor) -> Tensor:
+        """g applied to every row of M (batch, d): M g^T."""
+        return M @ self.g.T
+
+    def right_inv(self, M: Tensor) -> Tensor:
+        """M g^-1 (M: (k, d))."""
+        return right_divide(M, self.g)
+
+
+class BatchSubgroupElement:
+    """g in the subgroup {I + U K V^T} of GL(d) that fixes the orthogonal complement of span(V) pointwise.
+
+    V (d, r) is an orthonormal basis of the teleport batch's hidden vectors (``subgroup: batch``), U (d, r) the
+    coordinates (the identity at U = 0; ||T||_F = ||U||_F for T = U V^T). Exact, with r x r work only:
+        linear: g = I + U V^T,  g^-1 = I - U (I_r + V^T U)^-1 V^T          (Woodbury)
+        exp:    g = exp(U V^T) = I + U phi(V^T U) V^T,  g^-1 = I - U phi(-V^T U) V^T,
+                phi(A) = sum_k A^k / (k+1)!, the top-right block of exp([[A, I], [0, 0]]).
+    Every product with g or g^-1 then costs O(d k r) instead of O(d^2 k), and there is no d x d matrix at all.
+    """
+
+    def __init__(self, U: Tensor, V: Tensor, parametrization: str):
+        r = V.shape[1]
+        eye = torch.eye(r, device=U.device, dtype=U.dtype)
+        A = V.T @ U
+        if parametrization == "exp":
+            self.K, self.K_inv = _phi(A), -_phi(-A)
+        else:
+            self.K, self.K_inv = eye, -torch.linalg.solve_ex(eye + A, eye)[0]
+        self.U, self.V = U, V
+
+    def left(self, M: Tensor) -> Tensor:
+        return M + self.U @ (self.K @ (self.V.T @ M))
+
+    def rows(self, M: Tensor) -> Tensor:
+        return M + ((M @ self.V) @ self.K.T) @ self.U.T
+
+    def right_inv(self, M: Tensor) -> Tensor:
+        return M + ((M @ self.U) @ self.K_inv) @ self.V.T
+
+
+def _phi(A: Tensor) -> Tensor:
+    """phi(A) = (exp(A) - I) A^-1 (defined for every A) as a block of one 2r x 2r matrix exponential."""
+    r = A.shape[0]
+    top = torch.cat([A, torch.eye(r, device=A.device, dtype=A.dtype)], 1)
+    block = torch.cat([top, torch.zeros_like(top)], 0)
+    return torch.linalg.matrix_exp(block)[:r, r:]
+
+
+def span_basis(vectors: Tensor) -> Tensor:
+    """An orthonormal basis (d, r) of the span of the rows of ``vectors`` (batch, d), r = min(batch, d), from a
+    reduced QR in float64. (Only the group's norm convention needs V orthonormal; exactness never does.)"""
+    return torch.linalg.qr(vectors.double().T)[0].to(vectors.dtype)
 
 
 def inverse_activation(name: str, slope: float):
@@ -101,18 +166,31 @@ class LayerPairSymmetry(Symmetry):
     def width(self, m: int) -> int:
         return self.problem.sizes[m + 1]
 
-    def _coord_shape(self, m: int) -> tuple[int, ...]:
-        return (self.width(m), self.width(m))  # GL(d): a d x d matrix; rescale overrides with (d,)
+    def _coord_shape(self, m: int, ctx) -> tuple[int, ...]:
+        """GL(d): a d x d matrix T; the batch subgroup: U (d, r); rescale overrides with (d,)."""
+        basis = self.basis(m, ctx)
+        return (self.width(m), self.width(m) if basis is None else basis.shape[1])
+
+    def basis(self, m: int, ctx):
+        """V of pair m for ``subgroup: batch`` (built in ``prepare``), else None."""
+        return None
+
+    def element(self, T: Tensor, m: int, ctx):
+        """The group element of pair m with coordinates T."""
+        basis = self.basis(m, ctx)
+        if basis is None:
+            return DenseElement(T, self.parametrization)
+        return BatchSubgroupElement(T, basis, self.parametrization)
 
     def identity(self, params, ctx) -> Coords:
         ref = params[0]
-        return [torch.zeros(self._coord_shape(m), device=ref.device, dtype=ref.dtype) for m in self.pairs]
+        return [torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
 
     def sample(self, params, ctx, generator, scale) -> Coords:
         """T ~ scale N(0, 1) / sqrt(d): the spectral norm of T is then about 2 scale whatever the width."""
         ref = params[0]
-        return [scale * torch.randn(self._coord_shape(m), generator=generator, device=ref.device, dtype=ref.dtype)
-                / self.width(m) ** 0.5 for m in self.pairs]
+        return [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
+                                    dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
 
     # --- checks before training -------------------------------------------------------------------------
     def check_run(self, problem, teleporter, optimizer) -> None:
