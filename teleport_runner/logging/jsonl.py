@@ -57,9 +57,7 @@ class JsonlSink(Sink):
         return self._handles[kind]
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
-        handle = self._handle(kind)
-        handle.write(json.dumps(_clean({"step": step, **metrics})) + "\n")
-        handle.flush()
+        self.log_rows([{"step": step, **metrics}], kind)
 
     def log_rows(self, rows: list[dict], kind: str = "train") -> None:
         """One write and one flush for a whole buffer of rows (the loop flushes every ``flush_every`` steps)."""

@@ -35,20 +35,11 @@ def state_kinds(optimizer, symmetry_name: str) -> dict:
 
 
 class _LinearLayerAction(LayerPairSymmetry):
-    """Shared machinery: per pair a matrix A and its inverse; act and transform_state from them."""
+    """Shared machinery: per pair a matrix A and its inverse, from which transform_state maps optimizer state
+    (each subclass writes its own ``act``, which avoids forming A^-1: a solve for GL, elementwise for rescaling)."""
 
     def matrices(self, xi) -> list[tuple[int, Tensor, Tensor]]:
         raise NotImplementedError
-
-    def act(self, xi, params, ctx):
-        out = list(params)
-        for m, A, A_inv in self.matrices(xi):
-            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            out[w0] = A @ out[w0]
-            if b0 is not None:
-                out[b0] = A @ out[b0]
-            out[w1] = out[w1] @ A_inv
-        return out
 
     def check_state_policy(self, optimizer) -> None:
         self.state_kinds = state_kinds(optimizer, self.name)

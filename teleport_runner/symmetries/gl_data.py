@@ -7,6 +7,8 @@ computed once in ``prepare``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -19,7 +21,45 @@ def _split(params, problem, m):
     return problem.layers[m], problem.layers[m + 1]
 
 
-class GLData(LayerPairSymmetry):
+@dataclass
+class PairData:
+    """What a data-dependent action keeps of one pair for one teleport (built once in ``prepare``, read by every
+    ascent step): the batch's pre-activations z (batch, d), s = sigma(z), the batch subgroup's basis V (or None),
+    and for gl_data the pseudo-inverse of the pair's input."""
+
+    z: Tensor
+    s: Tensor
+    basis: Tensor | None
+    h_pinv: Tensor | None = None
+
+
+class _BatchPairAction(LayerPairSymmetry):
+    """Shared by the data-dependent GL actions: per-teleport pair data, and the optional batch subgroup."""
+
+    data_dependent = True
+
+    def __init__(self, pairs=None, parametrization: str = "exp", subgroup: str = "full"):
+        super().__init__(pairs, parametrization)
+        if subgroup not in SUBGROUPS:
+            raise one_of("symmetry.subgroup", subgroup, SUBGROUPS)
+        self.subgroup = subgroup
+
+    def prepare(self, params, batch):
+        x = batch[0]
+        self.check_batch(x.shape[0])
+        with torch.no_grad():
+            inputs, preacts = self.problem.trace(params, x)
+            return {m: self.pair_data(inputs[m], preacts[m]) for m in self.pairs}
+
+    def pair_data(self, h: Tensor, z: Tensor) -> PairData:
+        """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
+        raise NotImplementedError
+
+    def basis(self, m, ctx):
+        return ctx[m].basis
+
+
+class GLData(_BatchPairAction):
     """GL(d_m) acting on hidden layer m through the data, for bijective activations (paper eq. 8).
 
     Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), with the exact inverse (an LU solve).
@@ -39,15 +79,13 @@ class GLData(LayerPairSymmetry):
     """
 
     name = "gl_data"
-    data_dependent = True
     activations = ("leaky_relu", "identity")
     why_not = ("eq. 8 needs an activation that is a bijection of R (relu is not invertible; tanh only on "
                "(-1, 1), where g sigma(z) may leave it). Use symmetry=gl_hidden (any activation) or, for relu, "
                "symmetry=rescale.")
 
     def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal", subgroup: str = "full"):
-        super().__init__(pairs, parametrization)
-        self.subgroup = _check_subgroup(subgroup)
+        super().__init__(pairs, parametrization, subgroup)
         if form not in ("minimal", "paper"):
             raise SymmetryMismatch(f"Invalid symmetry.form: {form!r}. Valid values: minimal, paper.")
         self.form = form
@@ -69,26 +107,14 @@ class GLData(LayerPairSymmetry):
                     f"(eq. 8 needs batch <= input width). Use teleport.batch_size <= {self.in_width(m)}, "
                     "leave this pair out with symmetry.pairs, or use symmetry=gl_hidden.")
 
-    def prepare(self, params, batch):
-        """Per pair: the first layer's input H (with ones), its pseudo-inverse H^+, and Z = H W_aug^T."""
-        x = batch[0]
-        self.check_batch(x.shape[0])
-        with torch.no_grad():
-            inputs, preacts = self.problem.trace(params, x)
-        ctx = {}
-        for m in self.pairs:
-            h = inputs[m]
-            if self.problem.bias:
-                h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
-            # float64 pinv: H H^+ = I to ~1e-15, so float32 teleports stay within float32 rounding
-            h_pinv = torch.linalg.pinv(h.double()).to(h.dtype)  # (in+1, batch)
-            # subgroup batch: g moves only the span of the batch's hidden activations sigma(z)
-            basis = span_basis(self.sigma(preacts[m])) if self.subgroup == "batch" else None
-            ctx[m] = (h_pinv, preacts[m], basis)
-        return ctx
-
-    def basis(self, m, ctx):
-        return ctx[m][2]
+    def pair_data(self, h, z):
+        """The first layer's input H (with ones) gives H^+; subgroup batch: g moves only span(sigma(z))."""
+        if self.problem.bias:
+            h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+        # float64 pinv: H H^+ = I to ~1e-15, so float32 teleports stay within float32 rounding
+        h_pinv = torch.linalg.pinv(h.double()).to(h.dtype)  # (in+1, batch)
+        s = self.sigma(z)
+        return PairData(z, s, span_basis(s) if self.subgroup == "batch" else None, h_pinv)
 
     def act(self, xi, params, ctx):
         p = self.problem
@@ -96,8 +122,8 @@ class GLData(LayerPairSymmetry):
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
-            h_pinv, z, _ = ctx[m]
-            z_new = self.sigma_inv(g.rows(self.sigma(z)))  # (batch, d): pre-activations giving g sigma(z)
+            h_pinv, z = ctx[m].h_pinv, ctx[m].z
+            z_new = self.sigma_inv(g.rows(ctx[m].s))  # (batch, d): pre-activations giving g sigma(z)
             if self.form == "minimal":
                 delta = (h_pinv @ (z_new - z)).T  # (d, in+1): the minimal-norm change with H delta^T = z_new - z
                 w_aug = torch.cat([out[w0], out[b0][:, None]], 1) if b0 is not None else out[w0]
@@ -111,7 +137,7 @@ class GLData(LayerPairSymmetry):
         return out
 
 
-class GLHidden(LayerPairSymmetry):
+class GLHidden(_BatchPairAction):
     """GL(d_m) acting on hidden layer m, the 2024 follow-up's form; any activation.
 
     Group: GL(d_m) per chosen pair, g = exp(T) (or I + T).
@@ -125,7 +151,6 @@ class GLHidden(LayerPairSymmetry):
     """
 
     name = "gl_hidden"
-    data_dependent = True
 
     def check_batch(self, batch_size: int) -> None:
         for m in self.pairs:
@@ -136,20 +161,9 @@ class GLHidden(LayerPairSymmetry):
                     f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
                     "choose other pairs with symmetry.pairs.")
 
-    def __init__(self, pairs=None, parametrization: str = "exp", subgroup: str = "full"):
-        super().__init__(pairs, parametrization)
-        self.subgroup = _check_subgroup(subgroup)
-
-    def prepare(self, params, batch):
-        x = batch[0]
-        self.check_batch(x.shape[0])
-        with torch.no_grad():
-            _, preacts = self.problem.trace(params, x)
-        # subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on
-        return {m: (preacts[m], span_basis(preacts[m]) if self.subgroup == "batch" else None) for m in self.pairs}
-
-    def basis(self, m, ctx):
-        return ctx[m][1]
+    def pair_data(self, h, z):
+        """subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on."""
+        return PairData(z, self.problem.act(z), span_basis(z) if self.subgroup == "batch" else None)
 
     def act(self, xi, params, ctx):
         p = self.problem
@@ -157,8 +171,7 @@ class GLHidden(LayerPairSymmetry):
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
-            z = ctx[m][0]
-            s, s_g = p.act(z), p.act(g.rows(z))  # (batch, d)
+            s, s_g = ctx[m].s, p.act(g.rows(ctx[m].z))  # (batch, d)
             out[w0] = g.left(out[w0])
             if b0 is not None:
                 out[b0] = g.left(out[b0])
@@ -170,8 +183,3 @@ class GLHidden(LayerPairSymmetry):
             out[w1] = out[w1] + (q @ coeff).T
         return out
 
-
-def _check_subgroup(subgroup: str) -> str:
-    if subgroup not in SUBGROUPS:
-        raise one_of("symmetry.subgroup", subgroup, SUBGROUPS)
-    return subgroup
