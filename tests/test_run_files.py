@@ -44,3 +44,25 @@ def test_divergence_is_recorded_and_metrics_kept(run_config):
     assert metrics[-1]["loss"] in ("inf", "nan")          # non-finite values are written as strings
     assert all(isinstance(m["loss"], float) for m in metrics[:-1])
     assert f"step {metrics[-1]['step']}" in summary["message"]
+
+
+def test_logged_grad_norm_is_the_full_gradient_norm():
+    """The buffer splits tensors between a BLAS dot (large) and one fused norm (small); the logged value must
+    still be the squared norm of the whole gradient, step by step."""
+    import torch
+
+    from teleport_runner.loop import MetricBuffer
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(300, 200), (300,), (10, 300), (MetricBuffer.DOT_MIN_NUMEL,)]  # two large, two small
+    params = [torch.zeros(s, requires_grad=True) for s in shapes]
+    buffer, expected = MetricBuffer(), []
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        expected.append(sum(float(p.grad.double().square().sum()) for p in params))
+        buffer.add(step, torch.tensor(1.0), params, elapsed=0.1 * step)
+    rows = buffer.drain()
+    assert [r["step"] for r in rows] == [0, 1, 2] and len(buffer) == 0
+    for row, value in zip(rows, expected):
+        assert abs(row["grad_norm_sq"] - value) <= 1e-5 * value
