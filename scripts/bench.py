@@ -44,26 +44,33 @@ WORKLOADS = {  # name: overrides
     "regression_mlp": ["problem=mlp_regression"],
     "rosenbrock": ["problem=rosenbrock"],
 }
+EPOCH_WORKLOAD = "mnist_784-16-10-10_b20"  # epoch_vs_dataloader runs when this workload is selected
 # Network symmetries with their defaults and the two cheaper exact variants (see layer_pairs.py):
 # g = I + T instead of exp(T), and the batch subgroup g = I + U V^T (O(d^2 batch) work instead of O(d^3)).
-GL_VARIANTS = {"": {}, "[linear]": {"parametrization": "linear"}, "[subgroup=batch]": {"subgroup": "batch"}}
+GL_VARIANTS = {"": {}, "[linear]": {"parametrization": "linear"}, "[subgroup=batch]": {"subgroup": "batch"},
+               "[subgroup=batch,linear]": {"subgroup": "batch", "parametrization": "linear"}}
 NETWORK_SYMMETRIES = [(f"{sym}{tag}", sym, settings) for sym in ("gl_data", "gl_hidden")
                       for tag, settings in GL_VARIANTS.items()] + [("rescale", "rescale", {})]
 SYMMETRIES = {"mnist": NETWORK_SYMMETRIES, "mlp_regression": NETWORK_SYMMETRIES,
               "rosenbrock": [("level_set", "level_set", {})]}
 
 
+def marginal_step_s(short, long, n_steps: int) -> float:
+    """Seconds per step from (t(2n) - t(n)) / n: per-run fixed costs (opening files, the runner's final
+    full-data loss) cancel, so this is the steady-state step."""
+    return (timer(long, 1, warmup=0) - timer(short, 1, warmup=0)) / n_steps
+
+
 def paired_marginal(plain, runner, n_steps: int, repeats: int) -> tuple[float, float]:
-    """Seconds per step of two loops, from (t(2n) - t(n)) / n: per-run fixed costs (opening files, the runner's
-    final full-data loss) cancel, so this is the steady-state step. The two are timed alternately in every
-    repeat, so a slow phase of the machine hits both; medians over repeats, after one warm-up."""
+    """Steady-state seconds per step of two loops (``marginal_step_s``), timed alternately in every repeat so a
+    slow phase of the machine hits both; medians over repeats, after one warm-up."""
     fns = {key: (make(n_steps), make(2 * n_steps)) for key, make in (("plain", plain), ("runner", runner))}
     for short, long in fns.values():
         short(), long()
     samples = {"plain": [], "runner": []}
     for _ in range(repeats):
         for key, (short, long) in fns.items():
-            samples[key].append((timer(long, 1, warmup=0) - timer(short, 1, warmup=0)) / n_steps)
+            samples[key].append(marginal_step_s(short, long, n_steps))
     return statistics.median(samples["plain"]), statistics.median(samples["runner"])
 
 
@@ -172,8 +179,10 @@ def dataloader_epoch(problem, params):
     return run
 
 
-def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s: float,
-                     repeats: int) -> float:
+def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s, repeats: int) -> float:
+    """Median over repeats of (one ascent step) / (one descent step), the two timed back to back in each repeat
+    (this VM's speed drifts between minutes; a ratio of two timings taken apart would carry that drift).
+    ``descent_step_s()`` times the runner's descent step; the ascent step is (t(5 steps) - t(1 step)) / 4."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -186,9 +195,13 @@ def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descen
     batch = problem.teleport_batches(0, 1, batch_size)[0]
     ctx = symmetry.prepare(w, batch)
     gen = torch.Generator(DEVICE).manual_seed(0)
-    t1 = timer(lambda: GradientAscent(steps=1, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), repeats)
-    t5 = timer(lambda: GradientAscent(steps=5, lr=1e-12).search(problem, symmetry, w, batch, ctx, gen), repeats)
-    return (t5 - t1) / 4 / descent_step_s
+    one, five = (GradientAscent(steps=k, lr=1e-12) for k in (1, 5))
+    ratios = []
+    for _ in range(repeats):
+        t1 = timer(lambda: one.search(problem, symmetry, w, batch, ctx, gen), 1)
+        t5 = timer(lambda: five.search(problem, symmetry, w, batch, ctx, gen), 1)
+        ratios.append((t5 - t1) / 4 / descent_step_s())
+    return statistics.median(ratios)
 
 
 def scaling(out_png: Path) -> dict:
@@ -237,18 +250,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS),
-                        help="a subset of the workloads (default: all)")
+                        help=f"a subset of the workloads (default: all; epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
     args = parser.parse_args()
-    console = Console(width=150)
+    console = Console(width=180)
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
-    data_root = idx.default_root()
-    try:
-        idx.locate("mnist", data_root)
-        data_note = f"MNIST from {data_root}"
-    except Exception:
-        data_root = str(tmp / "data")
-        idx.write_synthetic(data_root, "mnist", n_train=60000, n_test=1000)
-        data_note = "synthetic MNIST-shaped data (real files not found)"
+    data_root, data_note = idx.default_root(), "no image data needed"
+    if any("problem=mnist" in WORKLOADS[name] for name in args.workloads):
+        try:
+            idx.locate("mnist", data_root)
+            data_note = f"MNIST from {data_root}"
+        except Exception:
+            data_root = str(tmp / "data")
+            idx.write_synthetic(data_root, "mnist", n_train=60000, n_test=1000)
+            data_note = "synthetic MNIST-shaped data (real files not found)"
     result = {"device": str(DEVICE), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {}}
     for name in args.workloads:
@@ -259,26 +273,37 @@ def main() -> None:
                                             args.steps, args.repeats)
         result["descent_vs_plain"][name] = plain_s / runner_s
         result["step_time_s"][name] = {"plain": plain_s, "runner": runner_s}
+        steps = max(20, args.steps // 3)
+        runs = [runner_steps(problem, params, optimizer, n, tmp / name) for n in (steps, 2 * steps)]
+
+        def descent_step_s():
+            return marginal_step_s(*runs, steps)
+
         for label, sym, settings in SYMMETRIES[problem.name if problem.name in SYMMETRIES else "mnist"]:
             try:
                 result["ascent_step_cost"][f"{name}/{label}"] = ascent_step_cost(problem, params, sym, settings,
-                                                                                 runner_s, args.repeats)
+                                                                                 descent_step_s, args.repeats)
             except Exception as exc:  # a symmetry that does not fit the workload is reported, not fatal
                 result["ascent_step_cost"][f"{name}/{label}"] = f"n/a: {exc}"
         console.print(f"[dim]{name}: done[/dim]")
-    problem, _, _, _, params, optimizer = setup(WORKLOADS["mnist_784-16-10-10_b20"], data_root)
-    n = problem.steps_per_epoch
-    loader_s = timer(dataloader_epoch(problem, params), 3)
-    runner_epoch_s = timer(runner_steps(problem, params, optimizer, n, tmp / "epoch"), 3)
-    result["epoch_vs_dataloader"] = {"mnist_784-16-10-10_b20": loader_s / runner_epoch_s,
-                                     "dataloader_epoch_s": loader_s, "runner_epoch_s": runner_epoch_s}
+    if EPOCH_WORKLOAD in args.workloads:
+        problem, _, _, _, params, optimizer = setup(WORKLOADS[EPOCH_WORKLOAD], data_root)
+        epochs = {"loader": dataloader_epoch(problem, params),
+                  "runner": runner_steps(problem, params, optimizer, problem.steps_per_epoch, tmp / "epoch")}
+        times = {key: [] for key in epochs}
+        for _ in range(3):  # alternately, as the descent comparison
+            for key, epoch in epochs.items():
+                times[key].append(timer(epoch, 1, warmup=0 if times[key] else 1))
+        loader_s, runner_epoch_s = (statistics.median(times[key]) for key in ("loader", "runner"))
+        result["epoch_vs_dataloader"] = {EPOCH_WORKLOAD: loader_s / runner_epoch_s,
+                                         "dataloader_epoch_s": loader_s, "runner_epoch_s": runner_epoch_s}
     if not args.skip_scaling:
         result["scaling"] = scaling(Path(args.out).with_name("scaling.png"))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
     table = Table(title=f"teleport_runner benchmark on {DEVICE} ({data_note})")
     table.add_column("metric")
-    table.add_column("workload")
+    table.add_column("workload", no_wrap=True)
     table.add_column("ratio", justify="right")
     table.add_column("target")
     table.add_column("measured")
@@ -286,9 +311,10 @@ def main() -> None:
         times = result["step_time_s"][name]
         table.add_row("descent_vs_plain", name, f"{ratio:.2f}", ">= 0.9",
                       f"plain {times['plain'] * 1e3:.3f} ms/step, runner {times['runner'] * 1e3:.3f} ms/step")
-    epoch = result["epoch_vs_dataloader"]
-    table.add_row("epoch_vs_dataloader", "mnist_784-16-10-10_b20", f"{epoch['mnist_784-16-10-10_b20']:.2f}", ">= 3",
-                  f"DataLoader {epoch['dataloader_epoch_s']:.2f} s/epoch, runner {epoch['runner_epoch_s']:.2f} s")
+    if "epoch_vs_dataloader" in result:
+        epoch = result["epoch_vs_dataloader"]
+        table.add_row("epoch_vs_dataloader", EPOCH_WORKLOAD, f"{epoch[EPOCH_WORKLOAD]:.2f}", ">= 3",
+                      f"DataLoader {epoch['dataloader_epoch_s']:.2f} s/epoch, runner {epoch['runner_epoch_s']:.2f} s")
     for name, ratio in result["ascent_step_cost"].items():
         table.add_row("ascent_step_cost", name, f"{ratio:.2f}" if isinstance(ratio, float) else ratio,
                       "<= 3")

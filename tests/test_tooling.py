@@ -252,3 +252,22 @@ def test_launcher_configs_compose(launcher):
     assert "_target_" in cfg.hydra.launcher
     if launcher == "slurm":
         assert cfg.hydra.launcher.timeout_min == 120 and cfg.hydra.launcher.max_num_timeout == 3
+
+
+# ---- the benchmark script ---------------------------------------------------------------------------------
+
+def test_bench_script_writes_ratios(tmp_path):
+    """`scripts/bench.py` on its cheapest workload: it runs from a fresh checkout and writes finite ratios for
+    what it measured (the numbers themselves are machine-dependent; the README records them)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/bench.py", "--out", str(out), "--workloads", "rosenbrock",
+                           "--skip-scaling", "--steps", "30", "--repeats", "1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["device"] in ("cpu", "cuda")
+    assert set(result["descent_vs_plain"]) == {"rosenbrock"} and "epoch_vs_dataloader" not in result
+    assert set(result["ascent_step_cost"]) == {"rosenbrock/level_set"}
+    ratios = [result["descent_vs_plain"]["rosenbrock"], result["ascent_step_cost"]["rosenbrock/level_set"]]
+    assert all(math.isfinite(r) and r > 0 for r in ratios)
+    assert "descent_vs_plain" in proc.stdout and "ascent_step_cost" in proc.stdout

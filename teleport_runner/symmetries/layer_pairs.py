@@ -65,9 +65,10 @@ class BatchSubgroupElement:
 
     V (d, r) is an orthonormal basis of the teleport batch's hidden vectors (``subgroup: batch``), U (d, r) the
     coordinates (the identity at U = 0; ||T||_F = ||U||_F for T = U V^T). Exact, with r x r work only:
-        linear: g = I + U V^T,  g^-1 = I - U (I_r + V^T U)^-1 V^T          (Woodbury)
-        exp:    g = exp(U V^T) = I + U phi(V^T U) V^T,  g^-1 = I - U phi(-V^T U) V^T,
-                phi(A) = sum_k A^k / (k+1)!, the top-right block of exp([[A, I], [0, 0]]).
+        linear: g = I + U V^T                          (K = I)
+        exp:    g = exp(U V^T) = I + U phi(V^T U) V^T   (K = phi(V^T U)),
+                phi(A) = sum_k A^k / (k+1)!, the top-right block of exp([[A, I], [0, 0]]);
+        both:   g^-1 = I - U K (I_r + V^T U K)^-1 V^T  (Woodbury; the r x r matrix is invertible whenever g is).
     Every product with g or g^-1 then costs O(d k r) instead of O(d^2 k), and there is no d x d matrix at all.
     """
 
@@ -75,10 +76,9 @@ class BatchSubgroupElement:
         r = V.shape[1]
         eye = torch.eye(r, device=U.device, dtype=U.dtype)
         A = V.T @ U
-        if parametrization == "exp":
-            self.K, self.K_inv = _phi(A), -_phi(-A)
-        else:
-            self.K, self.K_inv = eye, -torch.linalg.solve_ex(eye + A, eye)[0]
+        self.K = _phi(A) if parametrization == "exp" else eye
+        # K_inv = -K (I + A K)^-1: one r x r solve (no second matrix exponential for phi(-A))
+        self.K_inv = -torch.linalg.solve_ex(eye + A @ self.K, self.K, left=False)[0]
         self.U, self.V = U, V
 
     def left(self, M: Tensor) -> Tensor:
