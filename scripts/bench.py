@@ -29,6 +29,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text  # plain text: labels such as "gl_data[linear]" are not rich markup
 
 from teleport_runner.logging import JsonlSink
 from teleport_runner.loop import RunStats, train
@@ -316,7 +317,7 @@ def main() -> None:
         table.add_row("epoch_vs_dataloader", EPOCH_WORKLOAD, f"{epoch[EPOCH_WORKLOAD]:.2f}", ">= 3",
                       f"DataLoader {epoch['dataloader_epoch_s']:.2f} s/epoch, runner {epoch['runner_epoch_s']:.2f} s")
     for name, ratio in result["ascent_step_cost"].items():
-        table.add_row("ascent_step_cost", name, f"{ratio:.2f}" if isinstance(ratio, float) else ratio,
+        table.add_row("ascent_step_cost", Text(name), f"{ratio:.2f}" if isinstance(ratio, float) else Text(ratio),
                       "<= 3")
     if "scaling" in result:
         for key, value in result["scaling"]["fitted_exponents"].items():
