@@ -172,11 +172,13 @@ def dataloader_epoch(problem, params, train: bool = True):
 
     model = plain_model(problem, params)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(problem.x_train, problem.y_train), batch_size=problem.batch_size,
-                        shuffle=True)
+    # As users write it: the dataset in host memory, each batch moved to the device (a no-op on the CPU).
+    loader = DataLoader(TensorDataset(problem.x_train.cpu(), problem.y_train.cpu()), batch_size=problem.batch_size,
+                        shuffle=True, pin_memory=DEVICE.type == "cuda")
 
     def run():
         for x, y in loader:
+            x, y = x.to(DEVICE, non_blocking=True), y.to(DEVICE, non_blocking=True)
             if train:
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x), y).backward()
