@@ -81,7 +81,7 @@ class MetricBuffer:
         small = [p.grad for p in params if p.grad.numel() < self.DOT_MIN_NUMEL]
         if small:
             self.small_norms.append(torch._foreach_norm(small))
-        flat = [p.grad.view(-1) for p in params if p.grad.numel() >= self.DOT_MIN_NUMEL]
+        flat = [p.grad.reshape(-1) for p in params if p.grad.numel() >= self.DOT_MIN_NUMEL]
         if flat:
             self.big_sq_norms.append([torch.dot(g, g) for g in flat])
         self.times.append(elapsed)
