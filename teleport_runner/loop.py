@@ -72,16 +72,22 @@ class MetricBuffer:
 
     def __init__(self, track_params: bool = False):
         self.track_params = track_params
+        self._large = None  # which parameters are large: decided at the first step, kept for the run
+        self._clear()
+
+    def _clear(self) -> None:
         self.steps, self.losses, self.times, self.params = [], [], [], []
         self.small_norms, self.big_sq_norms = [], []
 
     def add(self, step: int, loss: Tensor, params: list[Tensor], elapsed: float) -> None:
+        if self._large is None:
+            self._large = [p.numel() >= self.DOT_MIN_NUMEL for p in params]
         self.steps.append(step)
         self.losses.append(loss.detach())
-        small = [p.grad for p in params if p.grad.numel() < self.DOT_MIN_NUMEL]
+        small = [p.grad for p, large in zip(params, self._large) if not large]
         if small:
             self.small_norms.append(torch._foreach_norm(small))
-        flat = [p.grad.reshape(-1) for p in params if p.grad.numel() >= self.DOT_MIN_NUMEL]
+        flat = [p.grad.reshape(-1) for p, large in zip(params, self._large) if large]
         if flat:
             self.big_sq_norms.append([torch.dot(g, g) for g in flat])
         self.times.append(elapsed)
@@ -108,7 +114,7 @@ class MetricBuffer:
         if self.track_params:
             for row, x in zip(rows, torch.stack(self.params).tolist()):
                 row["params"] = x
-        self.__init__(self.track_params)
+        self._clear()
         return rows
 
 

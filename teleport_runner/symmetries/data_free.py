@@ -146,38 +146,30 @@ class Rescale(_LinearLayerAction):
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
 
-    def matrices(self, xi):
-        return [(m, torch.diag(torch.exp(t)), torch.diag(torch.exp(-t))) for t, m in zip(xi, self.pairs)]
-
     def act(self, xi, params, ctx):
         # Elementwise instead of diag matrices: same result, no d x d products.
-        out = list(params)
-        for t, m in zip(xi, self.pairs):
-            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            d = torch.exp(t)
-            out[w0] = out[w0] * d[:, None]
-            if b0 is not None:
-                out[b0] = out[b0] * d
-            out[w1] = out[w1] / d[None, :]
-        return out
+        return [p if f is None else p * f for p, f in zip(params, self._factors(xi, params))]
 
-    def _factors(self, xi, params) -> list[Tensor]:
-        """Elementwise factor F with w' = F * w for each parameter; gradients map by 1/F."""
-        factors = [torch.ones((), device=p.device, dtype=p.dtype) for p in params]
+    def _factors(self, xi, params) -> list[Tensor | None]:
+        """Elementwise factor F with w' = F * w for each parameter (None: left alone); gradients map by 1/F."""
+        factors = [None] * len(params)
+
+        def scale(i, by):
+            factors[i] = by if factors[i] is None else factors[i] * by
+
         for t, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            d = torch.exp(t)
-            factors[w0] = factors[w0] * d[:, None]
+            scale(w0, torch.exp(t)[:, None])
             if b0 is not None:
-                factors[b0] = factors[b0] * d
-            factors[w1] = factors[w1] / d[None, :]
+                scale(b0, torch.exp(t))
+            scale(w1, torch.exp(-t)[None, :])
         return factors
 
     def _grad_map(self, xi, params):
-        return [(lambda f: lambda v: v / f)(f) for f in self._factors(xi, params)]
+        return [(lambda f: lambda v: v if f is None else v / f)(f) for f in self._factors(xi, params)]
 
     def _square_maps(self, xi, params):
-        return [(lambda f: lambda v: v / f.square())(f) for f in self._factors(xi, params)]
+        return [(lambda f: lambda v: v if f is None else v / f.square())(f) for f in self._factors(xi, params)]
 
     def _ratio_map(self, i, value, xi, params):
         return value.clone()

@@ -55,6 +55,19 @@ class _BatchPairAction(LayerPairSymmetry):
         """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
         raise NotImplementedError
 
+    def max_batch(self, m: int) -> int:
+        """The widest teleport batch the action is exact on for pair m."""
+        raise NotImplementedError
+
+    def batch_too_wide(self, m: int, batch_size: int) -> str:
+        """Why a batch wider than ``max_batch(m)`` cannot be exact, and what to do instead."""
+        raise NotImplementedError
+
+    def check_batch(self, batch_size: int) -> None:
+        for m in self.pairs:
+            if batch_size > self.max_batch(m):
+                raise SymmetryMismatch(self.batch_too_wide(m, batch_size))
+
     def basis(self, m, ctx):
         return ctx[m].basis
 
@@ -94,18 +107,16 @@ class GLData(_BatchPairAction):
         super().bind(problem)
         self.sigma, self.sigma_inv = problem.act, inverse_activation(problem.activation, problem.slope)
 
-    def in_width(self, m: int) -> int:
+    def max_batch(self, m: int) -> int:
+        """The input width of layer m (+1 for the bias column): the input then has a right inverse."""
         return self.problem.sizes[m] + (1 if self.problem.bias else 0)
 
-    def check_batch(self, batch_size: int) -> None:
-        for m in self.pairs:
-            if batch_size > self.in_width(m):
-                raise SymmetryMismatch(
-                    f"Symmetry 'gl_data' cannot be exact on a teleport batch of {batch_size} samples for pair {m}: "
-                    f"the input of layer {m} is only {self.in_width(m)} wide"
-                    f"{' (with the bias column)' if self.problem.bias else ''}, so it has no right inverse "
-                    f"(eq. 8 needs batch <= input width). Use teleport.batch_size <= {self.in_width(m)}, "
-                    "leave this pair out with symmetry.pairs, or use symmetry=gl_hidden.")
+    def batch_too_wide(self, m, batch_size):
+        return (f"Symmetry 'gl_data' cannot be exact on a teleport batch of {batch_size} samples for pair {m}: "
+                f"the input of layer {m} is only {self.max_batch(m)} wide"
+                f"{' (with the bias column)' if self.problem.bias else ''}, so it has no right inverse "
+                f"(eq. 8 needs batch <= input width). Use teleport.batch_size <= {self.max_batch(m)}, "
+                "leave this pair out with symmetry.pairs, or use symmetry=gl_hidden.")
 
     def pair_data(self, h, z):
         """The first layer's input H (with ones) gives H^+; subgroup batch: g moves only span(sigma(z))."""
@@ -152,14 +163,15 @@ class GLHidden(_BatchPairAction):
 
     name = "gl_hidden"
 
-    def check_batch(self, batch_size: int) -> None:
-        for m in self.pairs:
-            if batch_size > self.width(m):
-                raise SymmetryMismatch(
-                    f"Symmetry 'gl_hidden' cannot be exact on a teleport batch of {batch_size} samples for pair "
-                    f"{m}: hidden layer {m} is only {self.width(m)} wide, so sigma(g W h) has no left inverse on "
-                    f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
-                    "choose other pairs with symmetry.pairs.")
+    def max_batch(self, m: int) -> int:
+        """The hidden width: sigma(g W h) then has a left inverse on the batch."""
+        return self.width(m)
+
+    def batch_too_wide(self, m, batch_size):
+        return (f"Symmetry 'gl_hidden' cannot be exact on a teleport batch of {batch_size} samples for pair "
+                f"{m}: hidden layer {m} is only {self.width(m)} wide, so sigma(g W h) has no left inverse on "
+                f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
+                "choose other pairs with symmetry.pairs.")
 
     def pair_data(self, h, z):
         """subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on."""
