@@ -125,9 +125,8 @@ class ImageClassifier(NetworkProblem):
     def init_params(self) -> list[Tensor]:
         return self.uniform_init(torch.Generator().manual_seed(int(self.seed)))
 
-    def loss(self, params: list[Tensor], batch: Batch) -> Tensor:
-        x, y = batch
-        return F.cross_entropy(self.forward(params, x), y)
+    def output_loss(self, out: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(out, batch[1])
 
     @torch.no_grad()
     def _metrics(self, params, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -32,6 +32,20 @@ def activation_fn(name: str, slope: float = 0.01):
     raise one_of("problem.activation", name, ACTIVATIONS)
 
 
+def activation_vjp(name: str, slope: float = 0.01):
+    """(u, z) -> u * sigma'(z): the backward of sigma at pre-activations z, by torch's own backward kernels (one
+    op each, themselves differentiable in u). Used by exact closed-form gradients."""
+    if name == "leaky_relu":
+        return lambda u, z: torch.ops.aten.leaky_relu_backward(u, z, slope, False)
+    if name == "relu":
+        return lambda u, z: torch.ops.aten.threshold_backward(u, z, 0.0)
+    if name == "tanh":
+        return lambda u, z: torch.ops.aten.tanh_backward(u, torch.tanh(z))
+    if name == "identity":
+        return lambda u, z: u
+    raise one_of("problem.activation", name, ACTIVATIONS)
+
+
 def mlp_forward(params: Sequence[Tensor], x: Tensor, layers: Sequence[tuple[int, int | None]], act) -> Tensor:
     """f(x) = W_L act(... act(W_1 x + b_1) ...) + b_L, one ``F.linear`` per layer."""
     h = x
@@ -45,8 +59,9 @@ def mlp_forward(params: Sequence[Tensor], x: Tensor, layers: Sequence[tuple[int,
 class NetworkProblem(Problem):
     """Base class of MLP problems: the layer structure and activation that layer symmetries act on.
 
-    Subclasses call ``_init_network(sizes, activation, slope, bias)`` in ``__init__`` and implement ``loss``
-    and the data methods. ``sizes`` = [in, hidden..., out].
+    Subclasses call ``_init_network(sizes, activation, slope, bias)`` in ``__init__`` and implement
+    ``output_loss`` (the loss as a function of the network's outputs on a batch) and the data methods.
+    ``sizes`` = [in, hidden..., out].
     """
 
     is_network = True
@@ -61,6 +76,7 @@ class NetworkProblem(Problem):
             raise ConfigError(f"Invalid problem.slope: {slope!r}; LeakyReLU needs a slope > 0 (slope 0 is relu).")
         self.sizes, self.activation, self.slope, self.bias = sizes, activation, float(slope), bool(bias)
         self.act = activation_fn(activation, self.slope)
+        self.act_vjp = activation_vjp(activation, self.slope)
         # layers[i] = (index of W_i, index of b_i or None) in the flat parameter list
         self.layers: list[tuple[int, int | None]] = []
         k = 0
@@ -74,6 +90,13 @@ class NetworkProblem(Problem):
 
     def forward(self, params: Sequence[Tensor], x: Tensor) -> Tensor:
         return mlp_forward(params, x, self.layers, self.act)
+
+    def output_loss(self, out: Tensor, batch) -> Tensor:
+        """The scalar loss of outputs ``out`` (batch, out) against the batch's targets."""
+        raise NotImplementedError
+
+    def loss(self, params: list[Tensor], batch) -> Tensor:
+        return self.output_loss(self.forward(params, batch[0]), batch)
 
     def trace(self, params: Sequence[Tensor], x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Each layer's input h_i (batch, in_i) and pre-activation z_i = h_i W_i^T + b_i (batch, out_i)."""

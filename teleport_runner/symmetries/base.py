@@ -17,6 +17,18 @@ from ..problems.base import Batch, Problem
 Coords = list[Tensor]
 
 
+def autograd_grad_norm_sq(problem: Problem, symmetry: "Symmetry", xi: Coords, params: list[Tensor], batch: Batch,
+                          ctx: Any, create_graph: bool) -> Tensor:
+    """||grad_w' L(w')||^2 at w' = g(xi)·w by autograd; differentiable in xi when ``create_graph``."""
+    w_new = symmetry.act(xi, params, ctx)
+    # Differentiate w.r.t. every new parameter: those the action leaves alone (other layers, a last bias)
+    # are plain tensors and become leaves; when only the value is needed, all of them do.
+    w_new = [w if create_graph and w.requires_grad else w.detach().requires_grad_(True) for w in w_new]
+    loss = problem.loss(w_new, batch)
+    grads = torch.autograd.grad(loss, w_new, create_graph=create_graph)
+    return sum(g.square().sum() for g in grads)
+
+
 class Symmetry(ABC):
     """A group action that leaves a problem's loss invariant: L(g·w) = L(w).
 
@@ -46,6 +58,13 @@ class Symmetry(ABC):
     @abstractmethod
     def act(self, xi: Coords, params: list[Tensor], ctx: Any) -> list[Tensor]:
         """The parameters g·w, as new tensors (inputs untouched), differentiable in ``xi``."""
+
+    def grad_norm_sq(self, xi: Coords, params: list[Tensor], batch: Batch, ctx: Any,
+                     create_graph: bool = True) -> Tensor:
+        """The teleport objective ||grad_w' L(w')||^2 at w' = g(xi)·w on ``batch``, differentiable in ``xi`` when
+        ``create_graph``. Default: autograd through ``act`` and the loss (a double backward); a symmetry may give
+        an exact closed form that costs less (the data-dependent GL actions do)."""
+        return autograd_grad_norm_sq(self.problem, self, xi, params, batch, ctx, create_graph)
 
     def transform_state(self, xi: Coords, params: list[Tensor], ctx: Any, states: list[dict]) -> list[dict]:
         """Carry optimizer state across the teleport ``xi`` (``teleport.optimizer_state=transform``):

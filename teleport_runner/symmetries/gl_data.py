@@ -3,7 +3,9 @@
 Torch layout: a layer maps its input H (batch, in) to Z = H W^T + b (batch, out), hidden S = sigma(Z).
 With several pairs, later pairs act first: a pair's action leaves the input of its first layer and the output
 of its second layer unchanged on the batch, so every pair can use the activations of the untransformed network,
-computed once in ``prepare``.
+computed once in ``prepare``. For the same reason the ascent objective has a closed form on the batch
+(``batch_objective.py``): each action says what its hidden layer becomes (``hidden_after``) and how a gradient
+passes back through its rewritten weights (``weight_vjp``), and no weight matrix is rewritten per ascent step.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SymmetryMismatch, one_of
+from .batch_objective import NetworkTrace, teleported_grad_norm_sq, trace_network
 from .layer_pairs import SUBGROUPS, LayerPairSymmetry, inverse_activation, span_basis
 
 
@@ -33,8 +36,18 @@ class PairData:
     h_pinv: Tensor | None = None
 
 
+@dataclass
+class Prepared:
+    """The per-teleport context of a data-dependent action: its pairs' data and the untransformed network's
+    trace on the teleport batch (for the closed-form objective)."""
+
+    pairs: dict[int, PairData]
+    trace: NetworkTrace
+
+
 class _BatchPairAction(LayerPairSymmetry):
-    """Shared by the data-dependent GL actions: per-teleport pair data, and the optional batch subgroup."""
+    """Shared by the data-dependent GL actions: per-teleport pair data, the optional batch subgroup, and the
+    closed-form objective."""
 
     data_dependent = True
 
@@ -45,15 +58,31 @@ class _BatchPairAction(LayerPairSymmetry):
         self.subgroup = subgroup
 
     def prepare(self, params, batch):
-        x = batch[0]
-        self.check_batch(x.shape[0])
+        self.check_batch(batch[0].shape[0])
+        trace = trace_network(self.problem, [p.detach() for p in params], batch, self.pairs)
         with torch.no_grad():
-            inputs, preacts = self.problem.trace(params, x)
-            return {m: self.pair_data(inputs[m], preacts[m]) for m in self.pairs}
+            pairs = {m: self.pair_data(trace.inputs[m], trace.preacts[m]) for m in self.pairs}
+        return Prepared(pairs, trace)
 
     def pair_data(self, h: Tensor, z: Tensor) -> PairData:
         """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
         raise NotImplementedError
+
+    def hidden_after(self, g, data: PairData) -> tuple[Tensor, Tensor]:
+        """(z', sigma(z')) of the pair's hidden layer on the batch after the action of g."""
+        raise NotImplementedError
+
+    def weight_vjp(self, l: int, delta: Tensor, params, elements: dict, hidden: dict, ctx: Prepared) -> Tensor:
+        """delta W'_l (batch, n_l): ``delta`` (batch, n_{l+1}) times layer l's weight after the action."""
+        raise NotImplementedError
+
+    def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
+        """||grad L(g·w)||^2 on the teleport batch in closed form (``batch_objective.py``): one backward in xi
+        instead of a double backward through the network, batch-sized products instead of rewritten weights."""
+        elements = {m: self.element(T, m, ctx) for T, m in zip(xi, self.pairs)}
+        hidden = {m: self.hidden_after(g, ctx.pairs[m]) for m, g in elements.items()}
+        return teleported_grad_norm_sq(self.problem, ctx.trace, hidden,
+                                       lambda l, delta: self.weight_vjp(l, delta, params, elements, hidden, ctx))
 
     def max_batch(self, m: int) -> int:
         """The widest teleport batch the action is exact on for pair m."""
@@ -69,7 +98,7 @@ class _BatchPairAction(LayerPairSymmetry):
                 raise SymmetryMismatch(self.batch_too_wide(m, batch_size))
 
     def basis(self, m, ctx):
-        return ctx[m].basis
+        return ctx.pairs[m].basis
 
 
 class GLData(_BatchPairAction):
@@ -127,14 +156,32 @@ class GLData(_BatchPairAction):
         s = self.sigma(z)
         return PairData(z, s, span_basis(s) if self.subgroup == "batch" else None, h_pinv)
 
+    def hidden_after(self, g, data):
+        s_new = g.rows(data.s)  # g sigma(z) for every sample
+        return self.sigma_inv(s_new), s_new  # z': the pre-activations that give it
+
+    def weight_vjp(self, l, delta, params, elements, hidden, ctx):
+        """W'_l = (W_l + Delta_l) g_{l-1}^-1: Delta_l = ((z'_l - z_l)^T h^+^T)[:, :n_l] when pair l acts (its data
+        term), g_{l-1} when pair l-1 acts (a solve with batch-sized right-hand sides)."""
+        u = delta @ params[self.problem.layers[l][0]]
+        if l in elements:
+            data = ctx.pairs[l]
+            u = u + (delta @ (hidden[l][0] - data.z).T) @ data.h_pinv[:self.problem.sizes[l]].T
+        return elements[l - 1].right_inv(u) if l - 1 in elements else u
+
+    def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
+        if self.form == "paper":  # eq. 8 replaces W_m outside the batch's span too: the generic objective
+            return LayerPairSymmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
+        return super().grad_norm_sq(xi, params, batch, ctx, create_graph)
+
     def act(self, xi, params, ctx):
         p = self.problem
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
-            h_pinv, z = ctx[m].h_pinv, ctx[m].z
-            z_new = self.sigma_inv(g.rows(ctx[m].s))  # (batch, d): pre-activations giving g sigma(z)
+            h_pinv, z = ctx.pairs[m].h_pinv, ctx.pairs[m].z
+            z_new = self.hidden_after(g, ctx.pairs[m])[0]  # (batch, d): pre-activations giving g sigma(z)
             if self.form == "minimal":
                 delta = (h_pinv @ (z_new - z)).T  # (d, in+1): the minimal-norm change with H delta^T = z_new - z
                 w_aug = torch.cat([out[w0], out[b0][:, None]], 1) if b0 is not None else out[w0]
@@ -177,13 +224,27 @@ class GLHidden(_BatchPairAction):
         """subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on."""
         return PairData(z, self.problem.act(z), span_basis(z) if self.subgroup == "batch" else None)
 
+    def hidden_after(self, g, data):
+        z_new = g.rows(data.z)
+        return z_new, self.problem.act(z_new)
+
+    def weight_vjp(self, l, delta, params, elements, hidden, ctx):
+        """W'_l = g_l W_l (I + (S - S_g)^T R^-1 Q^T) with S_g^T = Q R (hidden layer l-1): each factor only where
+        its pair acts, applied to batch-sized matrices from the right."""
+        u = (elements[l].right(delta) if l in elements else delta) @ params[self.problem.layers[l][0]]
+        if l - 1 in elements:
+            s, s_g = ctx.pairs[l - 1].s, hidden[l - 1][1]
+            q, r = torch.linalg.qr(s_g.T)
+            u = u + torch.linalg.solve_triangular(r, u @ (s - s_g).T, upper=True, left=False) @ q.T
+        return u
+
     def act(self, xi, params, ctx):
         p = self.problem
         out = list(params)
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
-            s, s_g = ctx[m].s, p.act(g.rows(ctx[m].z))  # (batch, d)
+            s, s_g = ctx.pairs[m].s, self.hidden_after(g, ctx.pairs[m])[1]  # (batch, d)
             out[w0] = g.left(out[w0])
             if b0 is not None:
                 out[b0] = g.left(out[b0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError, SymmetryMismatch, one_of
@@ -55,6 +56,10 @@ class DenseElement:
         """g applied to every row of M (batch, d): M g^T."""
         return M @ self.g.T
 
+    def right(self, M: Tensor) -> Tensor:
+        """M g (M: (k, d))."""
+        return M @ self.g
+
     def right_inv(self, M: Tensor) -> Tensor:
         """M g^-1 (M: (k, d))."""
         return right_divide(M, self.g)
@@ -65,7 +70,7 @@ class BatchSubgroupElement:
 
     V (d, r) is an orthonormal basis of the teleport batch's hidden vectors (``subgroup: batch``), U (d, r) the
     coordinates (the identity at U = 0; ||T||_F = ||U||_F for T = U V^T). Exact, with r x r work only:
-        linear: g = I + U V^T                          (K = I)
+        linear: g = I + U V^T                          (K = I, never multiplied)
         exp:    g = exp(U V^T) = I + U phi(V^T U) V^T   (K = phi(V^T U)),
                 phi(A) = sum_k A^k / (k+1)!, the top-right block of exp([[A, I], [0, 0]]);
         both:   g^-1 = I - U K (I_r + V^T U K)^-1 V^T  (Woodbury; the r x r matrix is invertible whenever g is).
@@ -76,16 +81,25 @@ class BatchSubgroupElement:
         r = V.shape[1]
         eye = torch.eye(r, device=U.device, dtype=U.dtype)
         A = V.T @ U
-        self.K = _phi(A) if parametrization == "exp" else eye
-        # K_inv = -K (I + A K)^-1: one r x r solve (no second matrix exponential for phi(-A))
-        self.K_inv = -torch.linalg.solve_ex(eye + A @ self.K, self.K, left=False)[0]
+        if parametrization == "exp":
+            self.K = _phi(A)
+            # K_inv = -K (I + A K)^-1: one r x r solve (no second matrix exponential for phi(-A))
+            self.K_inv = -torch.linalg.solve_ex(eye + A @ self.K, self.K, left=False)[0]
+        else:  # K = I: no products with it
+            self.K, self.K_inv = None, -torch.linalg.solve_ex(eye + A, eye)[0]
         self.U, self.V = U, V
 
     def left(self, M: Tensor) -> Tensor:
-        return M + self.U @ (self.K @ (self.V.T @ M))
+        VtM = self.V.T @ M
+        return M + self.U @ (VtM if self.K is None else self.K @ VtM)
 
     def rows(self, M: Tensor) -> Tensor:
-        return M + ((M @ self.V) @ self.K.T) @ self.U.T
+        MV = M @ self.V
+        return M + (MV if self.K is None else MV @ self.K.T) @ self.U.T
+
+    def right(self, M: Tensor) -> Tensor:
+        MU = M @ self.U
+        return M + (MU if self.K is None else MU @ self.K) @ self.V.T
 
     def right_inv(self, M: Tensor) -> Tensor:
         return M + ((M @ self.U) @ self.K_inv) @ self.V.T
@@ -107,8 +121,8 @@ def span_basis(vectors: Tensor) -> Tensor:
 
 def inverse_activation(name: str, slope: float):
     """sigma^-1 for bijective activations (LeakyReLU: slope 1/alpha on the negative side; identity)."""
-    if name == "leaky_relu":
-        return lambda u: torch.where(u >= 0, u, u / slope)
+    if name == "leaky_relu":  # itself a LeakyReLU, with slope 1/alpha: one op
+        return lambda u: F.leaky_relu(u, 1 / slope)
     if name == "identity":
         return lambda u: u
     raise SymmetryMismatch(f"Activation {name!r} has no inverse on all of R.")

@@ -8,17 +8,6 @@ from ..symmetries.base import Coords
 from .base import TeleportSolver
 
 
-def grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, create_graph: bool):
-    """||grad_w' L(w')||^2 at w' = g(xi)·w; differentiable in xi when ``create_graph`` (double backward)."""
-    w_new = symmetry.act(xi, params, ctx)
-    # Differentiate w.r.t. every new parameter: those the action leaves alone (other layers, a last bias)
-    # are plain tensors and become leaves; when only the value is needed, all of them do.
-    w_new = [w if create_graph and w.requires_grad else w.detach().requires_grad_(True) for w in w_new]
-    loss = problem.loss(w_new, batch)
-    grads = torch.autograd.grad(loss, w_new, create_graph=create_graph)
-    return sum(g.square().sum() for g in grads)
-
-
 def _clip(xi: Coords, max_norm: float | None) -> Coords:
     """Scale the coordinates so their joint norm is at most ``max_norm`` (no host sync)."""
     if max_norm is None:
@@ -60,13 +49,13 @@ class GradientAscent(TeleportSolver):
         with torch.enable_grad():
             for _ in range(self.steps):
                 xi = [x.detach().requires_grad_(True) for x in xi]
-                objective = grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, True)
+                objective = symmetry.grad_norm_sq(xi, params, batch, ctx, True)
                 d_xi = torch.autograd.grad(objective, xi)
                 visited.append([x.detach() for x in xi])
                 values.append(objective.detach())
                 xi = _clip([x.detach() + self.lr * d for x, d in zip(xi, d_xi)], self.max_group_norm)
             visited.append(xi)
-            values.append(grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, False).detach())
+            values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
         # One host sync per teleport: non-finite values never win.
         values = torch.stack(values)
         values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
@@ -92,7 +81,7 @@ class RandomSearch(TeleportSolver):
             for _ in range(self.samples):
                 xi = symmetry.sample(params, ctx, generator, self.scale)
                 candidates.append(xi)
-                values.append(grad_norm_sq_objective(problem, symmetry, xi, params, batch, ctx, False).detach())
+                values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
         values = torch.stack(values)
         values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
         return candidates[int(values.argmax())]
