@@ -1,4 +1,4 @@
-"""The closed-form teleport objective of the data-dependent GL actions equals the generic double-backward one:
+"""The closed-form teleport objective (gl_data, gl_hidden, rescale) equals the generic double-backward one:
 same value, same gradient in the group coordinates (float64), on regression and classification losses, for
 every pair subset, with and without bias; and the ascent never rewrites the weights to evaluate it."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from teleport_runner.problems.classifier import MNIST
 from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.symmetries.base import autograd_grad_norm_sq
 from teleport_runner.symmetries.batch_objective import layer_grad_sq
+from teleport_runner.symmetries.data_free import Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
 from teleport_runner.teleport import GradientAscent, RandomSearch
 
@@ -22,6 +23,7 @@ SYMMETRIES = {
     "gl_hidden": lambda pairs: GLHidden(pairs=pairs),
     "gl_hidden_linear": lambda pairs: GLHidden(pairs=pairs, parametrization="linear"),
     "gl_hidden_batch": lambda pairs: GLHidden(pairs=pairs, subgroup="batch"),
+    "rescale": lambda pairs: Rescale(pairs=pairs),
 }
 
 
@@ -57,7 +59,8 @@ def test_closed_form_equals_double_backward_on_regression(name, pairs):
 # ReLU: only on the widest hidden layer, where sigma(g z) keeps full rank on the batch (the action is exact)
 @pytest.mark.parametrize("name,activation,pairs", [("gl_hidden", "relu", [0]), ("gl_hidden", "leaky_relu", None),
                                                    ("gl_data", "identity", None),
-                                                   ("gl_hidden_batch", "identity", None)])
+                                                   ("gl_hidden_batch", "identity", None),
+                                                   ("rescale", "relu", None), ("rescale", "identity", [1, 2])])
 def test_closed_form_for_other_activations(name, activation, pairs):
     problem, batch = regression(activation, True)
     compare(problem, SYMMETRIES[name](pairs), batch, 3)
@@ -71,7 +74,7 @@ def classifier(tmp_path_factory):
     return problem
 
 
-@pytest.mark.parametrize("name", ["gl_data", "gl_data_batch", "gl_hidden", "gl_hidden_batch_linear"])
+@pytest.mark.parametrize("name", ["gl_data", "gl_data_batch", "gl_hidden", "gl_hidden_batch_linear", "rescale"])
 def test_closed_form_equals_double_backward_on_cross_entropy(classifier, name):
     factory = SYMMETRIES.get(name) or (lambda pairs: GLHidden(pairs=pairs, subgroup="batch",
                                                               parametrization="linear"))

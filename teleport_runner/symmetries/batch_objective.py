@@ -12,7 +12,7 @@ written out here, and its derivative in g is a single backward:
     delta'_{l-1} = (delta'_l W'_l) * sigma'(z'_{l-1})
 
 The action only enters through h'_l, z'_{l-1} and the product delta'_l W'_l (batch-sized), which it provides
-(``vjp``); no weight matrix is ever rewritten. Layers above the highest changed hidden layer contribute a
+(``ClosedFormObjective``: ``hidden_after`` and ``weight_vjp``); no weight matrix is ever rewritten. Layers above the highest changed hidden layer contribute a
 constant, computed once per teleport. Each squared norm is taken from (batch x batch) Gram matrices when that is
 cheaper than forming the (out x in) gradient ("ghost norms"). The value equals the generic objective whenever
 the action is exact on the batch (tests compare both, and their gradients, in float64); the teleport guard still
@@ -42,6 +42,15 @@ class NetworkTrace:
     top: int
     constant: Tensor
     grams: dict[int, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class BatchContext:
+    """What ``prepare`` returns for a closed-form symmetry: the trace, and per-pair data if the action needs any
+    (``gl_data.PairData``)."""
+
+    trace: NetworkTrace
+    pairs: dict = field(default_factory=dict)
 
 
 def use_gram(batch: int, n_in: int, n_out: int) -> bool:
@@ -106,3 +115,19 @@ def teleported_grad_norm_sq(problem, trace: NetworkTrace, hidden: dict[int, tupl
         z = hidden[l - 1][0] if l - 1 in hidden else trace.preacts[l - 1]
         delta = problem.act_vjp(vjp(l, delta), z)
     return total
+
+
+class ClosedFormObjective:
+    """Mixin for layer-pair symmetries whose effect on the teleport batch is known in closed form.
+
+    The symmetry's ``prepare`` returns a ``BatchContext``; it provides ``elements(xi, ctx)`` ({pair m: its group
+    element}), ``hidden_after(g, m, ctx)`` = (z'_m, sigma(z'_m)) and ``weight_vjp(l, delta, params, elements,
+    hidden, ctx)`` = delta W'_l."""
+
+    def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
+        """||grad L(g·w)||^2 on the teleport batch in closed form: one backward in xi instead of a double
+        backward through the network, batch-sized products instead of rewritten weights."""
+        elements = self.elements(xi, ctx)
+        hidden = {m: self.hidden_after(g, m, ctx) for m, g in elements.items()}
+        return teleported_grad_norm_sq(self.problem, ctx.trace, hidden,
+                                       lambda l, delta: self.weight_vjp(l, delta, params, elements, hidden, ctx))

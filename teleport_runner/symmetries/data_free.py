@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .batch_objective import BatchContext, ClosedFormObjective, trace_network
 from .layer_pairs import LayerPairSymmetry, group_matrices
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
@@ -128,7 +129,7 @@ class GLLinear(_LinearLayerAction):
         raise AssertionError("refused in check_state_policy")
 
 
-class Rescale(_LinearLayerAction):
+class Rescale(ClosedFormObjective, _LinearLayerAction):
     """Positive rescaling of hidden units for positively homogeneous activations (ReLU, LeakyReLU), data-free.
 
     Group: (R_{>0})^{d_m} per chosen pair, d = exp(t) for t in R^{d_m}.
@@ -137,6 +138,8 @@ class Rescale(_LinearLayerAction):
     Optimizer state (``transform``): gradient-like buffers scale by the inverse factor (1/d on W_m's rows,
     d on W_{m+1}'s columns), squared-gradient buffers by its square; RMSprop's momentum (grad / sqrt(avg))
     is unchanged. Source: Meng et al., G-SGD, ICLR 2019; Neyshabur et al., Path-SGD, 2015.
+    Ascent objective: closed form on the teleport batch (``batch_objective.py``): hidden layer m becomes
+    d * z_m, d * sigma(z_m), and gradients pass back through W'_l elementwise.
     """
 
     name = "rescale"
@@ -145,6 +148,20 @@ class Rescale(_LinearLayerAction):
 
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
+
+    def prepare(self, params, batch):
+        return BatchContext(trace_network(self.problem, [p.detach() for p in params], batch, self.pairs))
+
+    def elements(self, xi, ctx):
+        return {m: torch.exp(t) for t, m in zip(xi, self.pairs)}  # d = exp(t) per pair
+
+    def hidden_after(self, d, m, ctx):
+        return d * ctx.trace.preacts[m], d * ctx.trace.inputs[m + 1]  # sigma(d z) = d sigma(z) for d > 0
+
+    def weight_vjp(self, l, delta, params, elements, hidden, ctx):
+        """W'_l = diag(d_l) W_l diag(1/d_{l-1}), each factor only where its pair acts."""
+        u = (delta * elements[l] if l in elements else delta) @ params[self.problem.layers[l][0]]
+        return u / elements[l - 1] if l - 1 in elements else u
 
     def act(self, xi, params, ctx):
         # Elementwise instead of diag matrices: same result, no d x d products.

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..errors import SymmetryMismatch, one_of
-from .batch_objective import NetworkTrace, teleported_grad_norm_sq, trace_network
+from .base import Symmetry
+from .batch_objective import BatchContext, ClosedFormObjective, trace_network
 from .layer_pairs import SUBGROUPS, LayerPairSymmetry, inverse_activation, span_basis
 
 
@@ -36,16 +37,7 @@ class PairData:
     h_pinv: Tensor | None = None
 
 
-@dataclass
-class Prepared:
-    """The per-teleport context of a data-dependent action: its pairs' data and the untransformed network's
-    trace on the teleport batch (for the closed-form objective)."""
-
-    pairs: dict[int, PairData]
-    trace: NetworkTrace
-
-
-class _BatchPairAction(LayerPairSymmetry):
+class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
     """Shared by the data-dependent GL actions: per-teleport pair data, the optional batch subgroup, and the
     closed-form objective."""
 
@@ -62,27 +54,19 @@ class _BatchPairAction(LayerPairSymmetry):
         trace = trace_network(self.problem, [p.detach() for p in params], batch, self.pairs)
         with torch.no_grad():
             pairs = {m: self.pair_data(trace.inputs[m], trace.preacts[m]) for m in self.pairs}
-        return Prepared(pairs, trace)
+        return BatchContext(trace, pairs)
 
     def pair_data(self, h: Tensor, z: Tensor) -> PairData:
         """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
         raise NotImplementedError
 
-    def hidden_after(self, g, data: PairData) -> tuple[Tensor, Tensor]:
-        """(z', sigma(z')) of the pair's hidden layer on the batch after the action of g."""
+    def hidden_after(self, g, m: int, ctx: BatchContext) -> tuple[Tensor, Tensor]:
+        """(z', sigma(z')) of hidden layer m on the batch after the action of g."""
         raise NotImplementedError
 
-    def weight_vjp(self, l: int, delta: Tensor, params, elements: dict, hidden: dict, ctx: Prepared) -> Tensor:
+    def weight_vjp(self, l: int, delta: Tensor, params, elements: dict, hidden: dict, ctx: BatchContext) -> Tensor:
         """delta W'_l (batch, n_l): ``delta`` (batch, n_{l+1}) times layer l's weight after the action."""
         raise NotImplementedError
-
-    def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
-        """||grad L(g·w)||^2 on the teleport batch in closed form (``batch_objective.py``): one backward in xi
-        instead of a double backward through the network, batch-sized products instead of rewritten weights."""
-        elements = {m: self.element(T, m, ctx) for T, m in zip(xi, self.pairs)}
-        hidden = {m: self.hidden_after(g, ctx.pairs[m]) for m, g in elements.items()}
-        return teleported_grad_norm_sq(self.problem, ctx.trace, hidden,
-                                       lambda l, delta: self.weight_vjp(l, delta, params, elements, hidden, ctx))
 
     def max_batch(self, m: int) -> int:
         """The widest teleport batch the action is exact on for pair m."""
@@ -156,8 +140,8 @@ class GLData(_BatchPairAction):
         s = self.sigma(z)
         return PairData(z, s, span_basis(s) if self.subgroup == "batch" else None, h_pinv)
 
-    def hidden_after(self, g, data):
-        s_new = g.rows(data.s)  # g sigma(z) for every sample
+    def hidden_after(self, g, m, ctx):
+        s_new = g.rows(ctx.pairs[m].s)  # g sigma(z) for every sample
         return self.sigma_inv(s_new), s_new  # z': the pre-activations that give it
 
     def weight_vjp(self, l, delta, params, elements, hidden, ctx):
@@ -171,7 +155,7 @@ class GLData(_BatchPairAction):
 
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
         if self.form == "paper":  # eq. 8 replaces W_m outside the batch's span too: the generic objective
-            return LayerPairSymmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
+            return Symmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
         return super().grad_norm_sq(xi, params, batch, ctx, create_graph)
 
     def act(self, xi, params, ctx):
@@ -181,7 +165,7 @@ class GLData(_BatchPairAction):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
             h_pinv, z = ctx.pairs[m].h_pinv, ctx.pairs[m].z
-            z_new = self.hidden_after(g, ctx.pairs[m])[0]  # (batch, d): pre-activations giving g sigma(z)
+            z_new = self.hidden_after(g, m, ctx)[0]  # (batch, d): pre-activations giving g sigma(z)
             if self.form == "minimal":
                 delta = (h_pinv @ (z_new - z)).T  # (d, in+1): the minimal-norm change with H delta^T = z_new - z
                 w_aug = torch.cat([out[w0], out[b0][:, None]], 1) if b0 is not None else out[w0]
@@ -224,8 +208,8 @@ class GLHidden(_BatchPairAction):
         """subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on."""
         return PairData(z, self.problem.act(z), span_basis(z) if self.subgroup == "batch" else None)
 
-    def hidden_after(self, g, data):
-        z_new = g.rows(data.z)
+    def hidden_after(self, g, m, ctx):
+        z_new = g.rows(ctx.pairs[m].z)
         return z_new, self.problem.act(z_new)
 
     def weight_vjp(self, l, delta, params, elements, hidden, ctx):
@@ -244,7 +228,7 @@ class GLHidden(_BatchPairAction):
         for T, m in zip(xi, self.pairs):
             (w0, b0), (w1, _) = _split(params, p, m)
             g = self.element(T, m, ctx)
-            s, s_g = ctx.pairs[m].s, self.hidden_after(g, ctx.pairs[m])[1]  # (batch, d)
+            s, s_g = ctx.pairs[m].s, self.hidden_after(g, m, ctx)[1]  # (batch, d)
             out[w0] = g.left(out[w0])
             if b0 is not None:
                 out[b0] = g.left(out[b0])

@@ -196,6 +196,10 @@ class LayerPairSymmetry(Symmetry):
             return DenseElement(T, self.parametrization)
         return BatchSubgroupElement(T, basis, self.parametrization)
 
+    def elements(self, xi: Coords, ctx) -> dict:
+        """{pair: group element} for all pairs (what the closed-form objective reads)."""
+        return {m: self.element(T, m, ctx) for T, m in zip(xi, self.pairs)}
+
     def identity(self, params, ctx) -> Coords:
         ref = params[0]
         return [torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
