@@ -1,21 +1,21 @@
 """The teleport objective ||grad L(g·w)||^2 of a network, in closed form on the teleport batch.
 
 The generic objective differentiates the loss at g·w and then differentiates that gradient's norm in g: a double
-backward through the whole network and through every weight the action rewrites. For the data-dependent GL
-actions (``gl_data``, ``gl_hidden``) much less is needed, because on the teleport batch their effect is known:
-only the hidden layers m the action acts on change (to z'_m and sigma(z'_m)); every other activation, and the
-output, stay as they were. So ||grad L(g·w)||^2 is one backpropagation with those hidden layers swapped in,
-written out here, and its derivative in g is a single backward:
+backward through the whole network and through every weight the action rewrites. For ``gl_data``, ``gl_hidden``
+and ``rescale`` much less is needed, because on the teleport batch their effect is known: only the hidden layers
+m the action acts on change (to z'_m and sigma(z'_m)); every other activation, and the output, stay as they were.
+So ||grad L(g·w)||^2 is one backpropagation with those hidden layers swapped in, written out here, and its
+derivative in g is a single backward:
 
     delta_{L-1} = dl/dz_{L-1}                                   (unchanged: the output is unchanged)
     ||grad W'_l||^2 + ||grad b'_l||^2 = ||delta'_l^T [h'_l, 1]||^2
     delta'_{l-1} = (delta'_l W'_l) * sigma'(z'_{l-1})
 
-The action only enters through h'_l, z'_{l-1} and the product delta'_l W'_l (batch-sized), which it provides
-(``ClosedFormObjective``: ``hidden_after`` and ``weight_vjp``); no weight matrix is ever rewritten. Layers above the highest changed hidden layer contribute a
-constant, computed once per teleport. Each squared norm is taken from (batch x batch) Gram matrices when that is
-cheaper than forming the (out x in) gradient ("ghost norms"). The value equals the generic objective whenever
-the action is exact on the batch (tests compare both, and their gradients, in float64); the teleport guard still
+The action only enters through h'_l, z'_{l-1} and the batch-sized product delta'_l W'_l, which it provides
+(``ClosedFormObjective``); no weight matrix is rewritten. Layers above the highest changed hidden layer contribute
+a constant, computed once per teleport. Each squared norm is taken from (batch x batch) Gram matrices when that is
+cheaper than forming the (out x in) gradient ("ghost norms"). The value equals the generic objective whenever the
+action is exact on the batch (tests compare both, and their gradients, in float64); the teleport guard still
 measures the loss and gradient norm of the real parameters g·w afterwards.
 """
 from __future__ import annotations
@@ -118,11 +118,17 @@ def teleported_grad_norm_sq(problem, trace: NetworkTrace, hidden: dict[int, tupl
 
 
 class ClosedFormObjective:
-    """Mixin for layer-pair symmetries whose effect on the teleport batch is known in closed form.
+    """Mixin for layer-pair symmetries whose effect on the teleport batch is known in closed form: their
+    ``prepare`` returns a ``BatchContext``, ``elements(xi, ctx)`` gives {pair m: its group element}, and they
+    implement the two methods below."""
 
-    The symmetry's ``prepare`` returns a ``BatchContext``; it provides ``elements(xi, ctx)`` ({pair m: its group
-    element}), ``hidden_after(g, m, ctx)`` = (z'_m, sigma(z'_m)) and ``weight_vjp(l, delta, params, elements,
-    hidden, ctx)`` = delta W'_l."""
+    def hidden_after(self, g, m: int, ctx: BatchContext) -> tuple[Tensor, Tensor]:
+        """(z'_m, sigma(z'_m)) of hidden layer m on the batch after the action of g."""
+        raise NotImplementedError
+
+    def weight_vjp(self, l: int, delta: Tensor, params, elements: dict, hidden: dict, ctx: BatchContext) -> Tensor:
+        """delta W'_l (batch, n_l): ``delta`` (batch, n_{l+1}) times layer l's weight after the action."""
+        raise NotImplementedError
 
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
         """||grad L(g·w)||^2 on the teleport batch in closed form: one backward in xi instead of a double

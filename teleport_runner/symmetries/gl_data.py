@@ -60,14 +60,6 @@ class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
         """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
         raise NotImplementedError
 
-    def hidden_after(self, g, m: int, ctx: BatchContext) -> tuple[Tensor, Tensor]:
-        """(z', sigma(z')) of hidden layer m on the batch after the action of g."""
-        raise NotImplementedError
-
-    def weight_vjp(self, l: int, delta: Tensor, params, elements: dict, hidden: dict, ctx: BatchContext) -> Tensor:
-        """delta W'_l (batch, n_l): ``delta`` (batch, n_{l+1}) times layer l's weight after the action."""
-        raise NotImplementedError
-
     def max_batch(self, m: int) -> int:
         """The widest teleport batch the action is exact on for pair m."""
         raise NotImplementedError
