@@ -1,4 +1,4 @@
-"""The closed-form teleport objective (gl_data, gl_hidden, rescale) equals the generic double-backward one:
+"""The closed-form teleport objective (gl_data, gl_hidden, rescale, gl_linear) equals the generic double-backward one:
 same value, same gradient in the group coordinates (float64), on regression and classification losses, for
 every pair subset, with and without bias; and the ascent never rewrites the weights to evaluate it."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from teleport_runner.problems.classifier import MNIST
 from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.symmetries.base import autograd_grad_norm_sq
 from teleport_runner.symmetries.batch_objective import layer_grad_sq
-from teleport_runner.symmetries.data_free import Rescale
+from teleport_runner.symmetries.data_free import GLLinear, Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
 from teleport_runner.teleport import GradientAscent, RandomSearch
 
@@ -24,6 +24,7 @@ SYMMETRIES = {
     "gl_hidden_linear": lambda pairs: GLHidden(pairs=pairs, parametrization="linear"),
     "gl_hidden_batch": lambda pairs: GLHidden(pairs=pairs, subgroup="batch"),
     "rescale": lambda pairs: Rescale(pairs=pairs),
+    "gl_linear": lambda pairs: GLLinear(pairs=pairs),
 }
 
 
@@ -50,7 +51,8 @@ def compare(problem, symmetry, batch, seed: int, scale: float = 0.5):
 @pytest.mark.parametrize("name", sorted(SYMMETRIES))
 @pytest.mark.parametrize("pairs", [None, [0], [2], [1, 3], [3]])
 def test_closed_form_equals_double_backward_on_regression(name, pairs):
-    activation = "tanh" if name.startswith("gl_hidden") else "leaky_relu"
+    # an activation each action is exact for (gl_hidden: any; gl_linear: identity only)
+    activation = "tanh" if name.startswith("gl_hidden") else "identity" if name == "gl_linear" else "leaky_relu"
     for seed, bias in ((0, False), (1, True)):
         problem, batch = regression(activation, bias, seed)
         compare(problem, SYMMETRIES[name](pairs), batch, seed)
@@ -60,7 +62,9 @@ def test_closed_form_equals_double_backward_on_regression(name, pairs):
 @pytest.mark.parametrize("name,activation,pairs", [("gl_hidden", "relu", [0]), ("gl_hidden", "leaky_relu", None),
                                                    ("gl_data", "identity", None),
                                                    ("gl_hidden_batch", "identity", None),
-                                                   ("rescale", "relu", None), ("rescale", "identity", [1, 2])])
+                                                   ("rescale", "relu", None), ("rescale", "identity", [1, 2]),
+                                                   ("gl_linear", "identity", None),
+                                                   ("gl_linear", "identity", [0, 3])])
 def test_closed_form_for_other_activations(name, activation, pairs):
     problem, batch = regression(activation, True)
     compare(problem, SYMMETRIES[name](pairs), batch, 3)

@@ -63,7 +63,7 @@ class Symmetry(ABC):
                      create_graph: bool = True) -> Tensor:
         """The teleport objective ||grad_w' L(w')||^2 at w' = g(xi)·w on ``batch``, differentiable in ``xi`` when
         ``create_graph``. Default: autograd through ``act`` and the loss (a double backward); a symmetry may give
-        an exact closed form that costs less (gl_data, gl_hidden and rescale do: ``batch_objective.py``)."""
+        an exact closed form that costs less (every network symmetry does: ``batch_objective.py``)."""
         return autograd_grad_norm_sq(self.problem, self, xi, params, batch, ctx, create_graph)
 
     def transform_state(self, xi: Coords, params: list[Tensor], ctx: Any, states: list[dict]) -> list[dict]:

@@ -1,11 +1,11 @@
 """The teleport objective ||grad L(g·w)||^2 of a network, in closed form on the teleport batch.
 
 The generic objective differentiates the loss at g·w and then differentiates that gradient's norm in g: a double
-backward through the whole network and through every weight the action rewrites. For ``gl_data``, ``gl_hidden``
-and ``rescale`` much less is needed, because on the teleport batch their effect is known: only the hidden layers
-m the action acts on change (to z'_m and sigma(z'_m)); every other activation, and the output, stay as they were.
-So ||grad L(g·w)||^2 is one backpropagation with those hidden layers swapped in, written out here, and its
-derivative in g is a single backward:
+backward through the whole network and through every weight the action rewrites. For the network symmetries
+(``gl_data``, ``gl_hidden``, ``gl_linear``, ``rescale``) much less is needed, because on the teleport batch their
+effect is known: only the hidden layers m the action acts on change (to z'_m and sigma(z'_m)); every other
+activation, and the output, stay as they were. So ||grad L(g·w)||^2 is one backpropagation with those hidden layers
+swapped in, written out here, and its derivative in g is a single backward:
 
     delta_{L-1} = dl/dz_{L-1}                                   (unchanged: the output is unchanged)
     ||grad W'_l||^2 + ||grad b'_l||^2 = ||delta'_l^T [h'_l, 1]||^2

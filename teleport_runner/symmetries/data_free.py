@@ -81,7 +81,7 @@ class _LinearLayerAction(LayerPairSymmetry):
         return out
 
 
-class GLLinear(_LinearLayerAction):
+class GLLinear(ClosedFormObjective, _LinearLayerAction):
     """GL(d_m) between two layers of a linear network (identity activation), data-free.
 
     Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), exact inverse.
@@ -90,6 +90,7 @@ class GLLinear(_LinearLayerAction):
     Optimizer state (``transform``): gradient-like buffers map by g^-T / g^T; squared-gradient buffers
     (Adagrad, RMSprop, Adam) have no such map under a non-diagonal g and are refused.
     Source: Zhao et al. 2022, §4 (linear networks).
+    Ascent objective: closed form on the teleport batch (``batch_objective.py``): hidden layer m becomes z_m g^T.
     """
 
     name = "gl_linear"
@@ -99,6 +100,18 @@ class GLLinear(_LinearLayerAction):
 
     def matrices(self, xi):
         return [(m, *group_matrices(T, self.parametrization)) for T, m in zip(xi, self.pairs)]
+
+    def prepare(self, params, batch):
+        return BatchContext(trace_network(self.problem, [p.detach() for p in params], batch, self.pairs))
+
+    def hidden_after(self, g, m, ctx):
+        z_new = g.rows(ctx.trace.preacts[m])
+        return z_new, z_new  # identity activation
+
+    def weight_vjp(self, l, delta, params, elements, hidden, ctx):
+        """W'_l = g_l W_l g_{l-1}^-1, each factor only where its pair acts."""
+        u = (elements[l].right(delta) if l in elements else delta) @ params[self.problem.layers[l][0]]
+        return elements[l - 1].right_inv(u) if l - 1 in elements else u
 
     def act(self, xi, params, ctx):
         out = list(params)  # W_{m+1} g^-1 by a solve: no explicit inverse on the ascent path
