@@ -118,9 +118,12 @@ def teleported_grad_norm_sq(problem, trace: NetworkTrace, hidden: dict[int, tupl
 
 
 class ClosedFormObjective:
-    """Mixin for layer-pair symmetries whose effect on the teleport batch is known in closed form: their
-    ``prepare`` returns a ``BatchContext``, ``elements(xi, ctx)`` gives {pair m: its group element}, and they
-    implement the two methods below."""
+    """Mixin for layer-pair symmetries whose effect on the teleport batch is known in closed form: ``prepare``
+    traces the network once per teleport, ``elements(xi, ctx)`` gives {pair m: its group element}, and the symmetry
+    implements ``hidden_after`` and ``weight_vjp``."""
+
+    def prepare(self, params, batch) -> BatchContext:
+        return BatchContext(trace_network(self.problem, [p.detach() for p in params], batch, self.pairs))
 
     def hidden_after(self, g, m: int, ctx: BatchContext) -> tuple[Tensor, Tensor]:
         """(z'_m, sigma(z'_m)) of hidden layer m on the batch after the action of g."""

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .batch_objective import BatchContext, ClosedFormObjective, trace_network
+from .batch_objective import ClosedFormObjective
 from .layer_pairs import LayerPairSymmetry, group_matrices
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
@@ -101,9 +101,6 @@ class GLLinear(ClosedFormObjective, _LinearLayerAction):
     def matrices(self, xi):
         return [(m, *group_matrices(T, self.parametrization)) for T, m in zip(xi, self.pairs)]
 
-    def prepare(self, params, batch):
-        return BatchContext(trace_network(self.problem, [p.detach() for p in params], batch, self.pairs))
-
     def hidden_after(self, g, m, ctx):
         z_new = g.rows(ctx.trace.preacts[m])
         return z_new, z_new  # identity activation
@@ -161,9 +158,6 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
 
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
-
-    def prepare(self, params, batch):
-        return BatchContext(trace_network(self.problem, [p.detach() for p in params], batch, self.pairs))
 
     def elements(self, xi, ctx):
         return {m: torch.exp(t) for t, m in zip(xi, self.pairs)}  # d = exp(t) per pair

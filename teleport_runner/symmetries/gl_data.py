@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import SymmetryMismatch, one_of
 from .base import Symmetry
-from .batch_objective import BatchContext, ClosedFormObjective, trace_network
+from .batch_objective import ClosedFormObjective
 from .layer_pairs import SUBGROUPS, LayerPairSymmetry, inverse_activation, span_basis
 
 
@@ -51,10 +51,10 @@ class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
 
     def prepare(self, params, batch):
         self.check_batch(batch[0].shape[0])
-        trace = trace_network(self.problem, [p.detach() for p in params], batch, self.pairs)
+        ctx = super().prepare(params, batch)
         with torch.no_grad():
-            pairs = {m: self.pair_data(trace.inputs[m], trace.preacts[m]) for m in self.pairs}
-        return BatchContext(trace, pairs)
+            ctx.pairs = {m: self.pair_data(ctx.trace.inputs[m], ctx.trace.preacts[m]) for m in self.pairs}
+        return ctx
 
     def pair_data(self, h: Tensor, z: Tensor) -> PairData:
         """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
