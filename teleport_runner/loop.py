@@ -16,7 +16,11 @@ from .problems.base import Problem
 
 
 class Diverged(Exception):
-    """The loss became NaN or Inf."""
+    """The loss became NaN or Inf at descent step ``step`` (found at the next flush: no host sync per step)."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class Interrupted(Exception):
@@ -161,7 +165,7 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         for row in rows[:bad]:
             stats.add_loss(row["step"], row["loss"])
         if bad is not None:
-            raise Diverged(f"the loss became {rows[bad]['loss']} at step {rows[bad]['step']}")
+            raise Diverged(f"the loss became {rows[bad]['loss']} at step {rows[bad]['step']}", rows[bad]["step"])
 
     sink.start(total_steps, start_step)
     try:
@@ -201,6 +205,7 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         step = total_steps
     except Diverged as exc:
         status, message = "diverged", f"Training diverged: {exc}."
+        step = exc.step  # steps done with a finite loss; the loop may have run on until the flush that found it
     except (KeyboardInterrupt, Interrupted) as exc:
         status = "interrupted"
         try:

@@ -44,6 +44,16 @@ def test_divergence_is_recorded_and_metrics_kept(run_config):
     assert metrics[-1]["loss"] in ("inf", "nan")          # non-finite values are written as strings
     assert all(isinstance(m["loss"], float) for m in metrics[:-1])
     assert f"step {metrics[-1]['step']}" in summary["message"]
+    assert summary["steps_done"] == metrics[-1]["step"]  # not the later step at which the loop noticed
+
+
+def test_the_default_run_completes_and_teleporting_helps(run_config):
+    """`make train` with no overrides: the first command a user runs must not diverge."""
+    summary, _ = run_config()
+    baseline, _ = run_config("teleport=none")
+    assert summary["status"] == "completed" and summary["n_teleports"] == 9
+    assert summary["n_teleports_rejected"] == 0
+    assert summary["final_loss"] < 1e-3 < 0.1 < baseline["final_loss"]
 
 
 def test_logged_grad_norm_is_the_full_gradient_norm():
