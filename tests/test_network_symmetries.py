@@ -216,3 +216,15 @@ def test_data_dependent_actions_refuse_state_transform(case):
     problem, symmetry, params, batch = make(case)
     with pytest.raises(ConfigError, match="optimizer_state=transform"):
         symmetry.check_state_policy(torch.optim.SGD(params, lr=0.1))
+
+
+def test_unbounded_ascent_on_a_non_compact_group_warns():
+    problem, symmetry, params, _ = make("rescale")
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    with pytest.warns(UserWarning, match="max_group_norm is null with symmetry 'rescale'"):
+        symmetry.check_run(problem, GradientAscent(), optimizer)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        symmetry.check_run(problem, GradientAscent(max_group_norm=1.0), optimizer)

@@ -6,6 +6,7 @@ the identity at zero.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -214,6 +215,13 @@ class LayerPairSymmetry(Symmetry):
     def check_run(self, problem, teleporter, optimizer) -> None:
         super().check_run(problem, teleporter, optimizer)
         self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
+        if hasattr(teleporter, "max_group_norm") and teleporter.max_group_norm is None:
+            warnings.warn(
+                f"teleport.max_group_norm is null with symmetry {self.name!r}: its group is not compact and the "
+                "objective ||grad L(g·w)||^2 is unbounded on it, so the ascent can go far enough along the orbit "
+                "that descent diverges after the teleport. The network presets bound it (paper_regression: 2.0, "
+                "paper_mnist: 0.1); set teleport.max_group_norm (and a teleport.lr for the problem's scale).",
+                stacklevel=2)
 
     def check_batch(self, batch_size: int) -> None:
         """Data-dependent actions refuse batches they cannot be exact on."""
