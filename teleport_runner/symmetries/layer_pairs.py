@@ -135,8 +135,8 @@ class LayerPairSymmetry(Symmetry):
     Args:
         pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
         parametrization: ``exp`` (g = matrix_exp(T), default: invertible for every T, conditioning bounded by
-            ``max_group_norm``) or ``linear`` (g = I + T, the paper's: no matrix_exp, so 1.5x cheaper per ascent
-            step on small networks and 7x on GL(512), but singular when T has an eigenvalue -1: keep
+            ``max_group_norm``) or ``linear`` (g = I + T, the paper's: no matrix_exp, so ~2.5x cheaper per ascent
+            step on small networks and ~40x on GL(512), but singular when T has an eigenvalue -1: keep
             ``teleport.max_group_norm`` < 1). Both exact: the inverse is an LU solve, not the official I - T.
     """
 
