@@ -31,10 +31,10 @@ from torch import Tensor
 class NetworkTrace:
     """The untransformed network on one teleport batch (built once per teleport).
 
-    inputs[l] (batch, n_l) and preacts[l] (batch, n_{l+1}) of every layer l; deltas[l] = dL/dz_l; ``top``: the
-    layer just above the highest hidden layer the action changes (its delta is unchanged); ``constant``: the
-    squared gradient norm of the layers above ``top``; ``grams``: [h_l, 1][h_l, 1]^T of inputs that never change,
-    for the layers whose norm is cheaper from Gram matrices."""
+    inputs[l] (batch, n_l) and preacts[l] (batch, n_{l+1}) of every layer l; ``top``: the layer just above the
+    highest hidden layer the action changes; deltas[l] = dL/dz_l for l >= top (unchanged by the action; None
+    below); ``constant``: the squared gradient norm of the layers above ``top``; ``grams``: [h_l, 1][h_l, 1]^T of
+    inputs that never change, for the layers whose norm is cheaper from Gram matrices."""
 
     inputs: list[Tensor]
     preacts: list[Tensor]
@@ -83,13 +83,12 @@ def trace_network(problem, params: Sequence[Tensor], batch, changed: Sequence[in
     out = preacts[-1].detach().requires_grad_(True)
     with torch.enable_grad():
         delta_out = torch.autograd.grad(problem.output_loss(out, batch), out)[0]
-    n = problem.n_layers
-    deltas = [None] * n
+    n, top = problem.n_layers, max(changed) + 1
+    deltas = [None] * n  # only those from `top` up: below it the action changes them
     deltas[-1] = delta_out
     with torch.no_grad():
-        for l in range(n - 1, 0, -1):
+        for l in range(n - 1, top, -1):
             deltas[l - 1] = problem.act_vjp(deltas[l] @ params[problem.layers[l][0]], preacts[l - 1])
-        top = max(changed) + 1
         constant = sum((layer_grad_sq(deltas[l], inputs[l], problem.bias) for l in range(top + 1, n)),
                        torch.zeros((), device=delta_out.device, dtype=delta_out.dtype))
         grams = {l: input_gram(inputs[l], problem.bias) for l in range(top + 1)
