@@ -28,8 +28,8 @@ def _split(params, problem, m):
 @dataclass
 class PairData:
     """What a data-dependent action keeps of one pair for one teleport (built once in ``prepare``, read by every
-    ascent step): the batch's pre-activations z (batch, d), s = sigma(z), the batch subgroup's basis V (or None),
-    and for gl_data the pseudo-inverse of the pair's input."""
+    ascent step): the batch's pre-activations z (batch, d) and s = sigma(z) (the trace's own tensors, not copies),
+    the batch subgroup's basis V (or None), and for gl_data the pseudo-inverse of the pair's input."""
 
     z: Tensor
     s: Tensor
@@ -53,11 +53,12 @@ class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
         self.check_batch(batch[0].shape[0])
         ctx = super().prepare(params, batch)
         with torch.no_grad():
-            ctx.pairs = {m: self.pair_data(ctx.trace.inputs[m], ctx.trace.preacts[m]) for m in self.pairs}
+            trace = ctx.trace  # hidden layer m: z = preacts[m], sigma(z) = inputs[m + 1]
+            ctx.pairs = {m: self.pair_data(trace.inputs[m], trace.preacts[m], trace.inputs[m + 1]) for m in self.pairs}
         return ctx
 
-    def pair_data(self, h: Tensor, z: Tensor) -> PairData:
-        """Pair data from the pair's input h (batch, in) and pre-activations z (batch, d)."""
+    def pair_data(self, h: Tensor, z: Tensor, s: Tensor) -> PairData:
+        """Pair data from the pair's input h (batch, in), pre-activations z and hidden s = sigma(z) (batch, d)."""
         raise NotImplementedError
 
     def max_batch(self, m: int) -> int:
@@ -123,13 +124,12 @@ class GLData(_BatchPairAction):
                 f"(eq. 8 needs batch <= input width). Use teleport.batch_size <= {self.max_batch(m)}, "
                 "leave this pair out with symmetry.pairs, or use symmetry=gl_hidden.")
 
-    def pair_data(self, h, z):
+    def pair_data(self, h, z, s):
         """The first layer's input H (with ones) gives H^+; subgroup batch: g moves only span(sigma(z))."""
         if self.problem.bias:
             h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
         # float64 pinv: H H^+ = I to ~1e-15, so float32 teleports stay within float32 rounding
         h_pinv = torch.linalg.pinv(h.double()).to(h.dtype)  # (in+1, batch)
-        s = self.sigma(z)
         return PairData(z, s, span_basis(s) if self.subgroup == "batch" else None, h_pinv)
 
     def hidden_after(self, g, m, ctx):
@@ -196,9 +196,9 @@ class GLHidden(_BatchPairAction):
                 f"the batch (needs batch <= hidden width). Use teleport.batch_size <= {self.width(m)} or "
                 "choose other pairs with symmetry.pairs.")
 
-    def pair_data(self, h, z):
+    def pair_data(self, h, z, s):
         """subgroup batch: g moves only the span of the batch's pre-activations z, which it acts on."""
-        return PairData(z, self.problem.act(z), span_basis(z) if self.subgroup == "batch" else None)
+        return PairData(z, s, span_basis(z) if self.subgroup == "batch" else None)
 
     def hidden_after(self, g, m, ctx):
         z_new = g.rows(ctx.pairs[m].z)
