@@ -1,6 +1,8 @@
 """Properties every network symmetry must have: invariance, identity, differentiability, clear refusals."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -92,26 +94,117 @@ def test_gradient_ascent_raises_grad_norm_on_the_level_set(case):
         assert "holdout_rel_loss_change" in event
 
 
-@pytest.mark.parametrize("parametrization", ["exp", "linear"])
-def test_batch_subgroup_element_equals_the_dense_element_of_u_vt(parametrization):
-    """g = I + U K V^T and its Woodbury / phi inverse are exactly the dense exp(U V^T) (or I + U V^T) and inverse,
-    and the coordinates are (d, r) with r the batch's rank, not d x d."""
+def test_batch_subgroup_element_equals_the_dense_element_of_u_vt():
+    """g = I + U V^T with its Woodbury inverse is exactly the dense I + U V^T and its inverse, and the coordinates
+    are (d, r) with r the batch's rank, not d x d."""
     from teleport_runner.symmetries.layer_pairs import BatchSubgroupElement, DenseElement, span_basis
 
     gen = torch.Generator().manual_seed(0)
     d, r = 12, 4
     V = span_basis(torch.randn(r, d, dtype=torch.float64, generator=gen))
     U = 0.4 * torch.randn(d, r, dtype=torch.float64, generator=gen)
-    low, dense = BatchSubgroupElement(U, V, parametrization), DenseElement(U @ V.T, parametrization)
+    low, dense = BatchSubgroupElement(U, V), DenseElement(U @ V.T)
     M = torch.randn(d, 7, dtype=torch.float64, generator=gen)
     torch.testing.assert_close(low.left(M), dense.left(M), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(low.rows(M.T), dense.rows(M.T), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(low.right(M.T), dense.right(M.T), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(low.right_inv(M.T), dense.right_inv(M.T), rtol=1e-12, atol=1e-12)
     eye = torch.eye(d, dtype=torch.float64)
     torch.testing.assert_close(low.left(low.right_inv(eye)), eye, rtol=1e-12, atol=1e-12)  # g g^-1 = I
     problem, symmetry, params, batch = make("gl_data_batch_subgroup")
     ctx = symmetry.prepare(params, batch)
     assert [tuple(x.shape) for x in symmetry.identity(params, ctx)] == [(8, 4), (9, 4)]  # pairs 1, 0; batch 4
+
+
+def test_batched_matrix_exp_equals_one_exponential_per_matrix():
+    from teleport_runner.symmetries.layer_pairs import batched_matrix_exp
+
+    gen = torch.Generator().manual_seed(0)
+    mats = [torch.randn(n, n, dtype=torch.float64, generator=gen) for n in (3, 7, 5)]
+    for got, A in zip(batched_matrix_exp(mats), mats):
+        torch.testing.assert_close(got, torch.linalg.matrix_exp(A), rtol=1e-13, atol=1e-13)
+
+
+def step(symmetry, xi, grads, lr, ctx):
+    """One ascent step as the solver takes it."""
+    return symmetry.retract(xi, [lr * d for d in symmetry.ascent_direction(xi, grads, ctx)], ctx)
+
+
+def _dense(symmetry, ctx, T, m):
+    """g of pair m as a d x d matrix (dense or batch subgroup coordinates)."""
+    V = symmetry.basis(m, ctx)
+    eye = torch.eye(T.shape[0], dtype=T.dtype)
+    return eye + (T if V is None else T @ V.T)
+
+
+@pytest.mark.parametrize("case", ["gl_data", "gl_data_batch_subgroup", "gl_hidden", "gl_linear"])
+def test_exp_ascent_step_is_the_exponential_of_the_lie_algebra_gradient(case):
+    """An ``exp`` step from g moves to exp(lr A) g, where A is the gradient of F(exp(X) g) in X at X = 0, computed
+    here independently by autograd through torch's matrix_exp (for the batch subgroup X = Y V^T, gradient in Y)."""
+    problem, symmetry, params, batch = make(case)
+    ctx = symmetry.prepare(params, batch)
+    xi = symmetry.sample(params, ctx, torch.Generator().manual_seed(3), 0.3)
+    lr = 0.05
+    with torch.enable_grad():
+        leaves = [x.clone().requires_grad_(True) for x in xi]
+        grads = torch.autograd.grad(symmetry.grad_norm_sq(leaves, params, batch, ctx), leaves)
+        X = [torch.zeros_like(x, requires_grad=True) for x in xi]  # algebra coordinates at the current point
+
+        def coords_after(Xs):
+            out = []
+            for T, Y, m in zip(xi, Xs, symmetry.pairs):
+                V = symmetry.basis(m, ctx)
+                g_new = torch.linalg.matrix_exp(Y if V is None else Y @ V.T) @ _dense(symmetry, ctx, T, m)
+                eye = torch.eye(T.shape[0], dtype=T.dtype)
+                out.append(g_new - eye if V is None else (g_new - eye) @ V)  # V orthonormal: U = (g - I) V
+            return out
+
+        A = torch.autograd.grad(symmetry.grad_norm_sq(coords_after(X), params, batch, ctx), X)
+    stepped = step(symmetry, xi, list(grads), lr, ctx)
+    expected = coords_after([lr * a for a in A])
+    for got, want in zip(stepped, expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the objective rises along the step (a small one: first order)
+    small = step(symmetry, xi, list(grads), 1e-6, ctx)
+    assert symmetry.grad_norm_sq(small, params, batch, ctx) > symmetry.grad_norm_sq(xi, params, batch, ctx)
+
+
+def test_exp_steps_stay_invertible_where_linear_steps_go_singular():
+    """From g = 0.1 I, a step of 0.1 along the direction -I: additive coordinates land on g = 0, the exponential
+    step on exp(-0.1) g (every ``exp`` iterate is a product of exponentials: invertible, det > 0)."""
+    problem, symmetry, params, batch = make("gl_linear")
+    linear = GLLinear(parametrization="linear")
+    linear.bind(problem)
+    ctx = symmetry.prepare(params, batch)
+    eyes = [torch.eye(x.shape[0], dtype=torch.float64) for x in symmetry.identity(params, ctx)]
+    T = [-0.9 * eye for eye in eyes]
+    # Euclidean gradients G whose algebra direction G g^T (exp) or G itself (linear) is -I
+    to_linear = step(linear, T, [-eye for eye in eyes], 0.1, ctx)
+    to_exp = step(symmetry, T, [-torch.linalg.inv(eye + t).T for eye, t in zip(eyes, T)], 0.1, ctx)
+    for eye, a, b in zip(eyes, to_linear, to_exp):
+        assert torch.linalg.svdvals(eye + a).min() < 1e-12
+        torch.testing.assert_close(eye + b, 0.1 * torch.exp(torch.tensor(-0.1, dtype=torch.float64)) * eye)
+
+
+@pytest.mark.parametrize("parametrization", ["exp", "linear"])
+def test_max_group_norm_bounds_the_path_of_exp_steps_and_the_point_of_linear_ones(parametrization):
+    """With a wild ascent rate the bound decides where the search ends: ``exp`` keeps every singular value of g within
+    exp(+-bound) (its steps' norms sum to at most the bound), ``linear`` keeps ||g - I||_F <= bound."""
+    problem, symmetry, params, batch = make("gl_linear")
+    symmetry = GLLinear(parametrization=parametrization)
+    symmetry.bind(problem)
+    ctx = symmetry.prepare(params, batch)
+    bound = 0.5
+    xi = GradientAscent(steps=6, lr=1e3, max_group_norm=bound).search(problem, symmetry, params, batch, ctx,
+                                                                     torch.Generator().manual_seed(0))
+    offsets = torch.cat([T.flatten() for T in xi])
+    assert offsets.norm() > 0.1  # it moved
+    if parametrization == "linear":
+        assert offsets.norm() <= bound * (1 + 1e-12)
+    else:
+        for T in xi:
+            sv = torch.linalg.svdvals(torch.eye(T.shape[0], dtype=T.dtype) + T)
+            assert sv.max() <= math.exp(bound) * (1 + 1e-12) and sv.min() >= math.exp(-bound) * (1 - 1e-12)
 
 
 def test_unknown_subgroup_is_refused():

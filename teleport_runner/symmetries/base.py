@@ -66,6 +66,20 @@ class Symmetry(ABC):
         an exact closed form that costs less (every network symmetry does: ``batch_objective.py``)."""
         return autograd_grad_norm_sq(self.problem, self, xi, params, batch, ctx, create_graph)
 
+    def ascent_direction(self, xi: Coords, grads: Coords, ctx: Any) -> Coords:
+        """The direction an ascent step takes from ``xi``, given the objective's gradient ``grads`` in the coordinates.
+        Default: ``grads`` (for abelian groups in exponential coordinates, an angle or log-scales, this is also the
+        Lie-algebra gradient); the GL symmetries with ``parametrization: exp`` return the Lie-algebra gradient."""
+        return grads
+
+    def retract(self, xi: Coords, step: Coords, ctx: Any) -> Coords:
+        """The point reached from ``xi`` by ``step`` (lr times an ``ascent_direction``). Default: xi + step."""
+        return [x + s for x, s in zip(xi, step)]
+
+    #: How ``teleport.max_group_norm`` bounds the ascent: "point" (the coordinates' norm, ||xi|| <= bound) or
+    #: "path" (the summed norms of the ascent's steps <= bound: multiplicative steps, see ``layer_pairs.py``).
+    bound: str = "point"
+
     def transform_state(self, xi: Coords, params: list[Tensor], ctx: Any, states: list[dict]) -> list[dict]:
         """Carry optimizer state across the teleport ``xi`` (``teleport.optimizer_state=transform``):
         one state dict per parameter in, one out (``params`` are the parameters before the teleport).

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .base import Symmetry
 from .batch_objective import ClosedFormObjective
 from .layer_pairs import LayerPairSymmetry, group_matrices
 
@@ -84,7 +85,7 @@ class _LinearLayerAction(LayerPairSymmetry):
 class GLLinear(ClosedFormObjective, _LinearLayerAction):
     """GL(d_m) between two layers of a linear network (identity activation), data-free.
 
-    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), exact inverse.
+    Group: GL(d_m) per chosen pair, g = I + T (``parametrization`` sets how the ascent moves it), exact inverse.
     Action: W_m -> g W_m (bias b_m -> g b_m), W_{m+1} -> W_{m+1} g^-1.
     Exact: on every input, because W_{m+1} g^-1 (g (W_m h + b_m)) = W_{m+1} (W_m h + b_m).
     Optimizer state (``transform``): gradient-like buffers map by g^-T / g^T; squared-gradient buffers
@@ -99,7 +100,7 @@ class GLLinear(ClosedFormObjective, _LinearLayerAction):
                "symmetry=gl_data or gl_hidden (data-dependent) or, for relu/leaky_relu, symmetry=rescale.")
 
     def matrices(self, xi):
-        return [(m, *group_matrices(T, self.parametrization)) for T, m in zip(xi, self.pairs)]
+        return [(m, *group_matrices(T)) for T, m in zip(xi, self.pairs)]
 
     def hidden_after(self, g, m, ctx):
         z_new = g.rows(ctx.trace.preacts[m])
@@ -158,6 +159,15 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
 
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
+
+    def sample(self, params, ctx, generator, scale):
+        """t ~ scale N(0, 1) / sqrt(d), d = exp(t)."""
+        ref = params[0]
+        return [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
+                                    dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
+
+    # t are log-scales of an abelian group: the additive step is already the Lie-algebra (exp) step.
+    bound, ascent_direction, retract = "point", Symmetry.ascent_direction, Symmetry.retract
 
     def elements(self, xi, ctx):
         return {m: torch.exp(t) for t, m in zip(xi, self.pairs)}  # d = exp(t) per pair

@@ -81,7 +81,8 @@ class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
 class GLData(_BatchPairAction):
     """GL(d_m) acting on hidden layer m through the data, for bijective activations (paper eq. 8).
 
-    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T), with the exact inverse (an LU solve).
+    Group: GL(d_m) per chosen pair, g = I + T (``parametrization``: how the ascent moves it), with the exact
+    inverse (an LU solve).
     Action (paper layout h = inputs x samples, biases absorbed as a row of ones in h):
         W_{m+1} -> W_{m+1} g^-1,   W_m -> W_m + (sigma^-1(g sigma(W_m h)) - W_m h) h^+
     so that sigma(W_m' h) = g sigma(W_m h) and the next layer sees W_{m+1} g^-1 g sigma(W_m h): unchanged.
@@ -174,7 +175,7 @@ class GLData(_BatchPairAction):
 class GLHidden(_BatchPairAction):
     """GL(d_m) acting on hidden layer m, the 2024 follow-up's form; any activation.
 
-    Group: GL(d_m) per chosen pair, g = exp(T) (or I + T).
+    Group: GL(d_m) per chosen pair, g = I + T (``parametrization``: how the ascent moves it).
     Action (paper layout, h = input of layer m with a ones row for the bias, S = sigma(W_m h), S_g = sigma(g W_m h)):
         W_m -> g W_m (its bias -> g b_m),   W_{m+1} -> W_{m+1} + W_{m+1} (S - S_g) S_g^+
     so W_{m+1}' S_g = W_{m+1} S on the batch (the follow-up writes W_{m+1} S S_g^+, equal on the batch; ours is

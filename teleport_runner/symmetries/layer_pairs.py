@@ -1,8 +1,8 @@
 """What every network symmetry shares: the layer pairs it acts on, the checks, and the GL(d) parametrization.
 
 Pair m is (layer m, layer m+1); its group acts on the d_m-dimensional hidden layer between them (d_m = outputs
-of layer m). Coordinates ``xi`` hold one tensor per pair (a d x d matrix T for GL(d), a vector t for rescaling),
-the identity at zero.
+of layer m). Coordinates ``xi`` hold one tensor per pair (a d x d matrix T with g = I + T for GL(d), a vector t of
+log-scales for rescaling), the identity at zero.
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ PARAMETRIZATIONS = ("exp", "linear")
 SUBGROUPS = ("full", "batch")
 
 
-def group_element(T: Tensor, parametrization: str) -> Tensor:
-    """g = exp(T) (``exp``: invertible for every T) or g = I + T (``linear``, the paper's parametrization)."""
-    if parametrization == "exp":
-        return torch.linalg.matrix_exp(T)
+def group_element(T: Tensor) -> Tensor:
+    """g = I + T: the coordinates of every GL element are its offset from the identity (both parametrizations;
+    they differ in how the ascent moves T, see ``LayerPairSymmetry.ascent_step``)."""
     return torch.eye(T.shape[0], device=T.device, dtype=T.dtype) + T
 
 
@@ -37,17 +36,17 @@ def right_divide(W: Tensor, g: Tensor) -> Tensor:
     return torch.linalg.solve_ex(g, W, left=False)[0]
 
 
-def group_matrices(T: Tensor, parametrization: str) -> tuple[Tensor, Tensor]:
+def group_matrices(T: Tensor) -> tuple[Tensor, Tensor]:
     """(g, g^-1), both exact (for actions that need g^-1 itself, such as carrying optimizer state)."""
-    g = group_element(T, parametrization)
+    g = group_element(T)
     return g, right_divide(torch.eye(T.shape[0], device=T.device, dtype=T.dtype), g)
 
 
 class DenseElement:
-    """g in GL(d) from coordinates T (d x d): g = exp(T) or I + T."""
+    """g = I + T in GL(d) from coordinates T (d x d)."""
 
-    def __init__(self, T: Tensor, parametrization: str):
-        self.g = group_element(T, parametrization)
+    def __init__(self, T: Tensor):
+        self.g = group_element(T)
 
     def left(self, M: Tensor) -> Tensor:
         """g M (M: (d, k) or a vector (d,))."""
@@ -67,51 +66,50 @@ class DenseElement:
 
 
 class BatchSubgroupElement:
-    """g in the subgroup {I + U K V^T} of GL(d) that fixes the orthogonal complement of span(V) pointwise.
+    """g = I + U V^T in the subgroup of GL(d) that fixes the orthogonal complement of span(V) pointwise.
 
     V (d, r) is an orthonormal basis of the teleport batch's hidden vectors (``subgroup: batch``), U (d, r) the
-    coordinates (the identity at U = 0; ||T||_F = ||U||_F for T = U V^T). Exact, with r x r work only:
-        linear: g = I + U V^T                          (K = I, never multiplied)
-        exp:    g = exp(U V^T) = I + U phi(V^T U) V^T   (K = phi(V^T U)),
-                phi(A) = sum_k A^k / (k+1)!, the top-right block of exp([[A, I], [0, 0]]);
-        both:   g^-1 = I - U K (I_r + V^T U K)^-1 V^T  (Woodbury; the r x r matrix is invertible whenever g is).
+    coordinates (the identity at U = 0; ||g - I||_F = ||U||_F). Exact, with r x r work only:
+        g^-1 = I - U (I_r + V^T U)^-1 V^T   (Woodbury; the r x r matrix is invertible whenever g is).
     Every product with g or g^-1 then costs O(d k r) instead of O(d^2 k), and there is no d x d matrix at all.
+    The subgroup is closed under products, (I + U1 V^T)(I + U V^T) = I + (U + U1 (I_r + V^T U)) V^T, and its Lie
+    algebra is {X V^T}: ``exp`` ascent steps stay in it (``LayerPairSymmetry.ascent_step``).
     """
 
-    def __init__(self, U: Tensor, V: Tensor, parametrization: str):
-        r = V.shape[1]
-        eye = torch.eye(r, device=U.device, dtype=U.dtype)
-        A = V.T @ U
-        if parametrization == "exp":
-            self.K = _phi(A)
-            # K_inv = -K (I + A K)^-1: one r x r solve (no second matrix exponential for phi(-A))
-            self.K_inv = -torch.linalg.solve_ex(eye + A @ self.K, self.K, left=False)[0]
-        else:  # K = I: no products with it
-            self.K, self.K_inv = None, -torch.linalg.solve_ex(eye + A, eye)[0]
+    def __init__(self, U: Tensor, V: Tensor):
+        eye = torch.eye(V.shape[1], device=U.device, dtype=U.dtype)
+        self.K_inv = -torch.linalg.solve_ex(eye + V.T @ U, eye)[0]
         self.U, self.V = U, V
 
     def left(self, M: Tensor) -> Tensor:
-        VtM = self.V.T @ M
-        return M + self.U @ (VtM if self.K is None else self.K @ VtM)
+        return M + self.U @ (self.V.T @ M)
 
     def rows(self, M: Tensor) -> Tensor:
-        MV = M @ self.V
-        return M + (MV if self.K is None else MV @ self.K.T) @ self.U.T
+        return M + (M @ self.V) @ self.U.T
 
     def right(self, M: Tensor) -> Tensor:
-        MU = M @ self.U
-        return M + (MU if self.K is None else MU @ self.K) @ self.V.T
+        return M + (M @ self.U) @ self.V.T
 
     def right_inv(self, M: Tensor) -> Tensor:
         return M + ((M @ self.U) @ self.K_inv) @ self.V.T
 
 
-def _phi(A: Tensor) -> Tensor:
-    """phi(A) = (exp(A) - I) A^-1 (defined for every A) as a block of one 2r x 2r matrix exponential."""
+def phi_block(A: Tensor) -> Tensor:
+    """[[A, I], [0, 0]] (2r x 2r): its exponential holds phi(A) = sum_k A^k / (k+1)! in the top-right block, so
+    exp(X V^T) = I + X phi(V^T X) V^T takes one 2r x 2r exponential instead of a d x d one."""
     r = A.shape[0]
     top = torch.cat([A, torch.eye(r, device=A.device, dtype=A.dtype)], 1)
-    block = torch.cat([top, torch.zeros_like(top)], 0)
-    return torch.linalg.matrix_exp(block)[:r, r:]
+    return torch.cat([top, torch.zeros_like(top)], 0)
+
+
+def batched_matrix_exp(matrices: list[Tensor]) -> list[Tensor]:
+    """exp of square matrices of different sizes in one ``torch.linalg.matrix_exp`` call: each is zero-padded to
+    the largest size (exp of [[A, 0], [0, 0]] is [[exp(A), 0], [0, I]], so the padding changes nothing), which
+    costs one call's overhead instead of one per matrix (the overhead, not the flops, dominates below ~64)."""
+    n = max(a.shape[0] for a in matrices)
+    out = torch.linalg.matrix_exp(torch.stack([torch.nn.functional.pad(a, (0, n - a.shape[0], 0, n - a.shape[0]))
+                                               if a.shape[0] < n else a for a in matrices]))
+    return [e[:a.shape[0], :a.shape[0]] for e, a in zip(out, matrices)]
 
 
 def span_basis(vectors: Tensor) -> Tensor:
@@ -134,10 +132,15 @@ class LayerPairSymmetry(Symmetry):
 
     Args:
         pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
-        parametrization: ``exp`` (g = matrix_exp(T), default: invertible for every T, conditioning bounded by
-            ``max_group_norm``) or ``linear`` (g = I + T, the paper's: no matrix_exp, so ~2.5x cheaper per ascent
-            step on small networks and ~40x on GL(512), but singular when T has an eigenvalue -1: keep
-            ``teleport.max_group_norm`` < 1). Both exact: the inverse is an LU solve, not the official I - T.
+        parametrization: how the ascent moves g. The coordinates are always T = g - I (g = I + T, the identity at
+            T = 0, ``teleport.max_group_norm`` bounds ||g - I||_F); ``exp`` (default) takes Lie-algebra steps,
+            g <- exp(lr A) g with A = dF/dg g^T the gradient of the objective F at the current g in the
+            direction of a left multiplication (the paper's "T initialized to 0" at every step, with the exact
+            exponential instead of I + T): every iterate is a product of exponentials, so invertible with
+            det > 0, and an ascent step needs one forward ``matrix_exp`` of all pairs (no derivative of it).
+            ``linear`` takes additive steps T <- T + lr dF/dT, the paper's g = I + T: no exponential at all,
+            but g is singular where T has an eigenvalue -1 (keep ``max_group_norm`` < 1). Both exact: W g^-1
+            is an LU solve (or Woodbury in the batch subgroup), never the official I - T.
     """
 
     #: activations the action is exact for (None: all)
@@ -194,8 +197,8 @@ class LayerPairSymmetry(Symmetry):
         """The group element of pair m with coordinates T."""
         basis = self.basis(m, ctx)
         if basis is None:
-            return DenseElement(T, self.parametrization)
-        return BatchSubgroupElement(T, basis, self.parametrization)
+            return DenseElement(T)
+        return BatchSubgroupElement(T, basis)
 
     def elements(self, xi: Coords, ctx) -> dict:
         """{pair: group element} for all pairs (what the closed-form objective reads)."""
@@ -206,10 +209,53 @@ class LayerPairSymmetry(Symmetry):
         return [torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
 
     def sample(self, params, ctx, generator, scale) -> Coords:
-        """T ~ scale N(0, 1) / sqrt(d): the spectral norm of T is then about 2 scale whatever the width."""
+        """g = exp(S) (``exp``; in the batch subgroup exp(S V^T)) or I + S (``linear``), S ~ scale N(0, 1) / sqrt(d):
+        the spectral norm of S is then about 2 scale whatever the width."""
         ref = params[0]
-        return [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
-                                    dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
+        S = [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
+                                 dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
+        if self.parametrization == "linear":
+            return S
+        return self._times_exp([torch.zeros_like(s) for s in S], S, 1.0, ctx)
+
+    @property
+    def bound(self) -> str:
+        """``exp``: ``max_group_norm`` bounds the ascent's path in the Lie algebra, sum_k ||lr A_k||_F, which keeps
+        the singular values of g within exp(+-bound) as ||T|| did for g = exp(T); ``linear``: ||T||_F itself."""
+        return "path" if self.parametrization == "exp" else "point"
+
+    def ascent_direction(self, xi, grads, ctx) -> Coords:
+        """``linear``: dF/dT. ``exp``: the Lie-algebra gradient A = dF/dg g^T (the gradient of F(exp(A) g) at A = 0);
+        in the batch subgroup A = X V^T, returned as X = dF/dU (I_r + V^T U)^T."""
+        if self.parametrization == "linear":
+            return grads
+        directions = []
+        for T, G, m in zip(xi, grads, self.pairs):
+            V = self.basis(m, ctx)
+            directions.append(torch.addmm(G, G, T.T if V is None else T.T @ V))  # G (I + T)^T, G (I + V^T U)^T
+        return directions
+
+    def retract(self, xi, step, ctx) -> Coords:
+        """``linear``: T + step. ``exp``: the coordinates of exp(A) g for the algebra step A."""
+        if self.parametrization == "linear":
+            return super().retract(xi, step, ctx)
+        return self._times_exp(xi, step, 1.0, ctx)
+
+    def _times_exp(self, xi, directions, lr, ctx) -> Coords:
+        """Coordinates of exp(lr A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
+        (exp(lr X) - I) g. Batch subgroup: A = X V^T, exp(lr X V^T) = I + Y V^T with Y = lr X phi(lr V^T X) (a 2r x 2r
+        exponential), and g' = I + (U + Y (I_r + V^T U)) V^T."""
+        bases = [self.basis(m, ctx) for m in self.pairs]
+        blocks = [lr * X if V is None else phi_block(lr * (V.T @ X)) for X, V in zip(directions, bases)]
+        out = []
+        for T, X, V, E in zip(xi, directions, bases, batched_matrix_exp(blocks)):
+            if V is None:
+                D = E - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
+                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(lr X) - I
+            else:
+                Y = lr * X @ E[:V.shape[1], V.shape[1]:]
+                out.append(torch.addmm(T + Y, Y, V.T @ T))
+        return out
 
     # --- checks before training -------------------------------------------------------------------------
     def check_run(self, problem, teleporter, optimizer) -> None:

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..errors import ConfigError, one_of
 from ..symmetries.base import Coords
 from .base import TeleportSolver
 
 
-def _clip(xi: Coords, max_norm: float | None) -> Coords:
+def _norm(xi: Coords) -> Tensor:
+    return torch.sqrt(sum(x.square().sum() for x in xi))
+
+
+def _clip(xi: Coords, max_norm: float | Tensor | None) -> Coords:
     """Scale the coordinates so their joint norm is at most ``max_norm`` (no host sync)."""
     if max_norm is None:
         return xi
-    norm = torch.sqrt(sum(x.square().sum() for x in xi))
-    factor = (max_norm / (norm + 1e-30)).clamp(max=1.0)
+    factor = (max_norm / (_norm(xi) + 1e-30)).clamp(max=1.0)
     return [x * factor for x in xi]
 
 
@@ -21,9 +25,11 @@ class GradientAscent(TeleportSolver):
     """Gradient ascent on the group coordinates with objective ||grad L(g·w)||^2 (the paper's solver).
 
     Starts at the identity (or at a random element, ``init=random``, as the paper's Booth run), takes
-    ``steps`` ascent steps of size ``lr``, keeps the coordinates' norm <= ``max_group_norm`` (the optimal g
-    can be unbounded), and returns the best iterate seen, so a teleport never picks a worse point on its
-    own path than one it already evaluated.
+    ``steps`` ascent steps of size ``lr`` (each along ``symmetry.ascent_direction``, moved by ``symmetry.retract``),
+    bounds the search by ``max_group_norm`` (the optimal g can be unbounded): the coordinates' norm, or for
+    multiplicative (``exp``) steps the summed norms of the steps from the start, as ``symmetry.bound`` says),
+    and returns the best iterate seen, so a teleport never picks a worse point on its own path than one it
+    already evaluated.
     """
 
     def __init__(self, steps: int = 10, lr: float = 0.1, init: str = "identity", init_scale: float = 1.0,
@@ -44,7 +50,11 @@ class GradientAscent(TeleportSolver):
     def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
         xi = (symmetry.identity(params, ctx) if self.init == "identity"
               else symmetry.sample(params, ctx, generator, self.init_scale))
-        xi = _clip(xi, self.max_group_norm)
+        path_budget = None  # what is left of a "path" bound (a tensor: no host sync)
+        if symmetry.bound == "point":
+            xi = _clip(xi, self.max_group_norm)
+        elif self.max_group_norm is not None:
+            path_budget = torch.full((), self.max_group_norm, device=xi[0].device, dtype=xi[0].dtype)
         visited, values = [], []
         with torch.enable_grad():
             for _ in range(self.steps):
@@ -53,7 +63,15 @@ class GradientAscent(TeleportSolver):
                 d_xi = torch.autograd.grad(objective, xi)
                 visited.append([x.detach() for x in xi])
                 values.append(objective.detach())
-                xi = _clip([x.detach() + self.lr * d for x, d in zip(xi, d_xi)], self.max_group_norm)
+                with torch.no_grad():
+                    xi = [x.detach() for x in xi]
+                    step = [self.lr * d for d in symmetry.ascent_direction(xi, list(d_xi), ctx)]
+                    if path_budget is not None:
+                        step = _clip(step, path_budget)
+                        path_budget = (path_budget - _norm(step)).clamp(min=0.0)
+                    xi = symmetry.retract(xi, step, ctx)
+                    if symmetry.bound == "point":
+                        xi = _clip(xi, self.max_group_norm)
             visited.append(xi)
             values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
         # One host sync per teleport: non-finite values never win.
