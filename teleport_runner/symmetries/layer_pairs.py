@@ -102,14 +102,25 @@ def phi_block(A: Tensor) -> Tensor:
     return torch.cat([top, torch.zeros_like(top)], 0)
 
 
-def batched_matrix_exp(matrices: list[Tensor]) -> list[Tensor]:
-    """exp of square matrices of different sizes in one ``torch.linalg.matrix_exp`` call: each is zero-padded to
-    the largest size (exp of [[A, 0], [0, 0]] is [[exp(A), 0], [0, I]], so the padding changes nothing), which
-    costs one call's overhead instead of one per matrix (the overhead, not the flops, dominates below ~64)."""
-    n = max(a.shape[0] for a in matrices)
-    out = torch.linalg.matrix_exp(torch.stack([torch.nn.functional.pad(a, (0, n - a.shape[0], 0, n - a.shape[0]))
-                                               if a.shape[0] < n else a for a in matrices]))
-    return [e[:a.shape[0], :a.shape[0]] for e, a in zip(out, matrices)]
+#: Up to this total size ``matrix_exps`` exponentiates one block-diagonal matrix (call overhead dominates there).
+BLOCK_DIAG_MAX = 64
+
+
+def matrix_exps(matrices: list[Tensor]) -> list[Tensor]:
+    """exp of square matrices of different sizes in one ``torch.linalg.matrix_exp`` call, which costs one call's
+    overhead instead of one per matrix (below ~64 the overhead, not the flops, dominates). Small ones as one
+    block-diagonal matrix, whose exponential is the block-diagonal of theirs (and a 2-D call skips the batched
+    path's per-call degree bucketing); larger ones zero-padded into a batch (exp of [[A, 0], [0, 0]] is
+    [[exp(A), 0], [0, I]]), which keeps the O(n^3) work per matrix."""
+    sizes = [a.shape[0] for a in matrices]
+    if sum(sizes) <= BLOCK_DIAG_MAX:
+        E = torch.linalg.matrix_exp(torch.block_diag(*matrices))
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [E[i:i + n, i:i + n] for i, n in zip(starts, sizes)]
+    n = max(sizes)
+    out = torch.linalg.matrix_exp(torch.stack([torch.nn.functional.pad(a, (0, n - k, 0, n - k)) if k < n else a
+                                               for a, k in zip(matrices, sizes)]))
+    return [e[:k, :k] for e, k in zip(out, sizes)]
 
 
 def span_basis(vectors: Tensor) -> Tensor:
@@ -248,7 +259,7 @@ class LayerPairSymmetry(Symmetry):
         bases = [self.basis(m, ctx) for m in self.pairs]
         blocks = [lr * X if V is None else phi_block(lr * (V.T @ X)) for X, V in zip(directions, bases)]
         out = []
-        for T, X, V, E in zip(xi, directions, bases, batched_matrix_exp(blocks)):
+        for T, X, V, E in zip(xi, directions, bases, matrix_exps(blocks)):
             if V is None:
                 D = E - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
                 out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(lr X) - I

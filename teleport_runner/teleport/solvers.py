@@ -26,10 +26,10 @@ class GradientAscent(TeleportSolver):
 
     Starts at the identity (or at a random element, ``init=random``, as the paper's Booth run), takes
     ``steps`` ascent steps of size ``lr`` (each along ``symmetry.ascent_direction``, moved by ``symmetry.retract``),
-    bounds the search by ``max_group_norm`` (the optimal g can be unbounded): the coordinates' norm, or for
-    multiplicative (``exp``) steps the summed norms of the steps from the start, as ``symmetry.bound`` says),
-    and returns the best iterate seen, so a teleport never picks a worse point on its own path than one it
-    already evaluated.
+    bounds the search by ``max_group_norm`` because the optimal g can be unbounded (``symmetry.bound`` says how:
+    the coordinates' norm, or for multiplicative ``exp`` steps the summed norms of the steps taken from the
+    start), and returns the best iterate seen, so a teleport never picks a worse point on its own path than one
+    it already evaluated.
     """
 
     def __init__(self, steps: int = 10, lr: float = 0.1, init: str = "identity", init_scale: float = 1.0,
