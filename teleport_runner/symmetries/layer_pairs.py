@@ -144,7 +144,7 @@ class LayerPairSymmetry(Symmetry):
     Args:
         pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
         parametrization: how the ascent moves g. The coordinates are always T = g - I (g = I + T, the identity at
-            T = 0, ``teleport.max_group_norm`` bounds ||g - I||_F); ``exp`` (default) takes Lie-algebra steps,
+            T = 0; ``bound`` says what ``teleport.max_group_norm`` bounds); ``exp`` (default) takes Lie-algebra steps,
             g <- exp(lr A) g with A = dF/dg g^T the gradient of the objective F at the current g in the
             direction of a left multiplication (the paper's "T initialized to 0" at every step, with the exact
             exponential instead of I + T): every iterate is a product of exponentials, so invertible with
@@ -227,7 +227,7 @@ class LayerPairSymmetry(Symmetry):
                                  dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
         if self.parametrization == "linear":
             return S
-        return self._times_exp([torch.zeros_like(s) for s in S], S, 1.0, ctx)
+        return self._times_exp([torch.zeros_like(s) for s in S], S, ctx)
 
     @property
     def bound(self) -> str:
@@ -250,21 +250,21 @@ class LayerPairSymmetry(Symmetry):
         """``linear``: T + step. ``exp``: the coordinates of exp(A) g for the algebra step A."""
         if self.parametrization == "linear":
             return super().retract(xi, step, ctx)
-        return self._times_exp(xi, step, 1.0, ctx)
+        return self._times_exp(xi, step, ctx)
 
-    def _times_exp(self, xi, directions, lr, ctx) -> Coords:
-        """Coordinates of exp(lr A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
-        (exp(lr X) - I) g. Batch subgroup: A = X V^T, exp(lr X V^T) = I + Y V^T with Y = lr X phi(lr V^T X) (a 2r x 2r
+    def _times_exp(self, xi, steps, ctx) -> Coords:
+        """Coordinates of exp(A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
+        (exp(X) - I) g. Batch subgroup: A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a 2r x 2r
         exponential), and g' = I + (U + Y (I_r + V^T U)) V^T."""
         bases = [self.basis(m, ctx) for m in self.pairs]
-        blocks = [lr * X if V is None else phi_block(lr * (V.T @ X)) for X, V in zip(directions, bases)]
+        blocks = [X if V is None else phi_block(V.T @ X) for X, V in zip(steps, bases)]
         out = []
-        for T, X, V, E in zip(xi, directions, bases, matrix_exps(blocks)):
+        for T, X, V, E in zip(xi, steps, bases, matrix_exps(blocks)):
             if V is None:
                 D = E - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
-                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(lr X) - I
+                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(X) - I
             else:
-                Y = lr * X @ E[:V.shape[1], V.shape[1]:]
+                Y = X @ E[:V.shape[1], V.shape[1]:]
                 out.append(torch.addmm(T + Y, Y, V.T @ T))
         return out
 
