@@ -66,6 +66,16 @@ class Symmetry(ABC):
         an exact closed form that costs less (every network symmetry does: ``batch_objective.py``)."""
         return autograd_grad_norm_sq(self.problem, self, xi, params, batch, ctx, create_graph)
 
+    def value_and_direction(self, xi: Coords, params: list[Tensor], batch: Batch, ctx: Any) -> tuple[Tensor, Coords]:
+        """The objective at ``xi`` (detached) and the direction an ascent step takes from there (what ``retract``
+        moves along, scaled by the step size). Default: autograd of ``grad_norm_sq`` in the coordinates, then
+        ``ascent_direction``; a symmetry may compute the direction another way (``layer_pairs.ProbedElement``)."""
+        leaves = [x.detach().requires_grad_(True) for x in xi]
+        with torch.enable_grad():
+            objective = self.grad_norm_sq(leaves, params, batch, ctx, True)
+            grads = torch.autograd.grad(objective, leaves)
+        return objective.detach(), self.ascent_direction([x.detach() for x in xi], list(grads), ctx)
+
     def ascent_direction(self, xi: Coords, grads: Coords, ctx: Any) -> Coords:
         """The direction an ascent step takes from ``xi``, given the objective's gradient ``grads`` in the coordinates.
         Default: ``grads`` (for abelian groups in exponential coordinates, an angle or log-scales, this is also the

@@ -51,6 +51,10 @@ class BatchContext:
 
     trace: NetworkTrace
     pairs: dict = field(default_factory=dict)
+    #: per pair, for factored ascent steps (``layer_pairs.ProbedElement``): (T, its version, (I + T)^-1) of the
+    #: current iterate, and the orthonormal basis of the step being taken
+    inverses: dict = field(default_factory=dict)
+    step_bases: dict = field(default_factory=dict)
 
 
 def use_gram(batch: int, n_in: int, n_out: int) -> bool:
@@ -132,10 +136,16 @@ class ClosedFormObjective:
         """delta W'_l (batch, n_l): ``delta`` (batch, n_{l+1}) times layer l's weight after the action."""
         raise NotImplementedError
 
+    uses_closed_form = True
+
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
         """||grad L(g·w)||^2 on the teleport batch in closed form: one backward in xi instead of a double
         backward through the network, batch-sized products instead of rewritten weights."""
-        elements = self.elements(xi, ctx)
+        return self.objective_at(self.elements(xi, ctx), params, ctx)
+
+    def objective_at(self, elements: dict, params, ctx: BatchContext) -> Tensor:
+        """The closed-form objective for given group elements {pair m: element}: anything with the products the
+        symmetry uses (``rows``, ``right``, ``right_inv``), e.g. ``layer_pairs.ProbedElement``."""
         hidden = {m: self.hidden_after(g, m, ctx) for m, g in elements.items()}
         return teleported_grad_norm_sq(self.problem, ctx.trace, hidden,
                                        lambda l, delta: self.weight_vjp(l, delta, params, elements, hidden, ctx))

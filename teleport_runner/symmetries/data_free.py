@@ -168,6 +168,7 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
 
     # t are log-scales of an abelian group: the additive step is already the Lie-algebra (exp) step.
     bound, ascent_direction, retract = "point", Symmetry.ascent_direction, Symmetry.retract
+    value_and_direction = Symmetry.value_and_direction  # d-vectors: nothing to factor
 
     def elements(self, xi, ctx):
         return {m: torch.exp(t) for t, m in zip(xi, self.pairs)}  # d = exp(t) per pair

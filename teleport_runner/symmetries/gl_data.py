@@ -146,6 +146,10 @@ class GLData(_BatchPairAction):
             u = u + (delta @ (hidden[l][0] - data.z).T) @ data.h_pinv[:self.problem.sizes[l]].T
         return elements[l - 1].right_inv(u) if l - 1 in elements else u
 
+    @property
+    def uses_closed_form(self) -> bool:
+        return self.form == "minimal"
+
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
         if self.form == "paper":  # eq. 8 replaces W_m outside the batch's span too: the generic objective
             return Symmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
@@ -186,6 +190,7 @@ class GLHidden(_BatchPairAction):
     """
 
     name = "gl_hidden"
+    uses_inverse = False  # W_{m+1} changes by a pseudo-inverse of the batch, never by g^-1
 
     def max_batch(self, m: int) -> int:
         """The hidden width: sigma(g W h) then has a left inverse on the batch."""

@@ -94,6 +94,50 @@ class BatchSubgroupElement:
         return M + ((M @ self.U) @ self.K_inv) @ self.V.T
 
 
+class ProbedElement:
+    """g = I + T (and g^-1 = C, when the action needs it), for the factored ``exp`` direction on wide layers.
+
+    Its products with batch-sized matrices (``rows``, ``right``, ``right_inv``: all the closed-form objective uses)
+    add a zero "probe" tensor to their result. After one backward, a probe's gradient G_bar (batch, d) and the
+    product's operands give that product's share of the Lie-algebra gradient A (the gradient of F((I + E) g) in E
+    at E = 0) as one (d x batch)(batch x d) outer product, so A comes as P Q^T with P, Q of width r = (products) x
+    batch << d: no d x d gradient, no derivative of an inverse, no LU per step. The shares:
+        rows M g^T: G_bar^T (M g^T)        right M g: M^T (g G_bar^T)^T        right_inv M g^-1: -(M C)^T G_bar
+    """
+
+    def __init__(self, T: Tensor, C: Tensor | None):
+        self.g, self.C = group_element(T), C
+        self.records = []  # (probe, kind, operand M, product)
+
+    def _probed(self, kind: str, M: Tensor, product: Tensor) -> Tensor:
+        probe = torch.zeros_like(product, requires_grad=True)
+        self.records.append((probe, kind, M.detach(), product.detach()))
+        return product + probe
+
+    def rows(self, M: Tensor) -> Tensor:
+        return self._probed("rows", M, M @ self.g.T)
+
+    def right(self, M: Tensor) -> Tensor:
+        return self._probed("right", M, M @ self.g)
+
+    def right_inv(self, M: Tensor) -> Tensor:
+        return self._probed("right_inv", M, M @ self.C)
+
+    def factors(self, probe_grads: list[Tensor | None]) -> tuple[Tensor, Tensor]:
+        """(P, Q) with P Q^T = A (see the class docstring), from the probes' gradients."""
+        P, Q = [], []
+        for (_, kind, M, product), G in zip(self.records, probe_grads):
+            if G is None:  # a product the objective did not depend on
+                continue
+            if kind == "rows":
+                P.append(G.T), Q.append(product.T)
+            elif kind == "right":
+                P.append(M.T), Q.append(self.g @ G.T)
+            else:
+                P.append(-product.T), Q.append(G.T)
+        return torch.cat(P, 1), torch.cat(Q, 1)
+
+
 def phi_block(A: Tensor) -> Tensor:
     """[[A, I], [0, 0]] (2r x 2r): its exponential holds phi(A) = sum_k A^k / (k+1)! in the top-right block, so
     exp(X V^T) = I + X phi(V^T X) V^T takes one 2r x 2r exponential instead of a d x d one."""
@@ -235,37 +279,126 @@ class LayerPairSymmetry(Symmetry):
         the singular values of g within exp(+-bound) as ||T|| did for g = exp(T); ``linear``: ||T||_F itself."""
         return "path" if self.parametrization == "exp" else "point"
 
+    #: With ``exp``, a dense pair's ascent direction is computed in factored form (``ProbedElement``) when its width
+    #: is at least this many times the teleport batch: A then has rank <= 3 x batch << d, and a step costs
+    #: O(d^2 batch) instead of the O(d^3) of a d x d exponential and LU factorization (``linear`` needs neither:
+    #: its dense step is already O(d^2 batch) but for gl_data's one LU, and measured no slower than factored).
+    factored_min_width_per_sample = 6
+    #: closed-form objective available (``batch_objective.ClosedFormObjective`` sets it)
+    uses_closed_form = False
+    #: the action multiplies by g^-1 (then a factored step also keeps (I + T)^-1 up to date)
+    uses_inverse = True
+
+    def factored_pairs(self, ctx) -> list[int]:
+        """The dense pairs whose direction is taken in factored form at this teleport (wide layers, ``exp``)."""
+        if not self.uses_closed_form or self.parametrization != "exp":
+            return []
+        batch = ctx.trace.inputs[0].shape[0]
+        return [m for m in self.pairs if self.basis(m, ctx) is None
+                and self.width(m) >= self.factored_min_width_per_sample * batch]
+
+    def value_and_direction(self, xi, params, batch, ctx):
+        """As ``Symmetry.value_and_direction``; for wide dense pairs the direction is P R^T with P Q^T = Q_o R (QR)
+        the factored gradient (``ProbedElement``), in the step basis Q_o kept in ``ctx.step_bases``: the step
+        X Q_o^T has the norm of X, so the solver's step clipping works on X as on any coordinates."""
+        factored = self.factored_pairs(ctx)
+        if not factored:
+            return super().value_and_direction(xi, params, batch, ctx)
+        leaves = [x.detach().requires_grad_(m not in factored) for x, m in zip(xi, self.pairs)]
+        with torch.enable_grad():
+            elements = {m: ProbedElement(T, self._inverse(T, m, ctx) if self.uses_inverse else None)
+                        if m in factored else self.element(T, m, ctx) for T, m in zip(leaves, self.pairs)}
+            objective = self.objective_at(elements, params, ctx)
+            others = [x for x in leaves if x.requires_grad]
+            probes = [record[0] for m in factored for record in elements[m].records]
+            grads = torch.autograd.grad(objective, others + probes, allow_unused=True)
+        other_grads, probe_grads = iter(grads[:len(others)]), grads[len(others):]
+        directions = []
+        for T, m in zip(leaves, self.pairs):
+            T = T.detach()
+            if m not in factored:
+                G = next(other_grads)
+                directions.append(self._direction(T, torch.zeros_like(T) if G is None else G, m, ctx))
+                continue
+            element = elements[m]
+            P, Q = element.factors(probe_grads[:len(element.records)])
+            probe_grads = probe_grads[len(element.records):]
+            basis, R = torch.linalg.qr(Q)
+            ctx.step_bases[m] = basis
+            directions.append(P @ R.T)
+        return objective.detach(), directions
+
+    def _inverse(self, T: Tensor, m: int, ctx) -> Tensor:
+        """(I + T)^-1: the one the last factored step computed for this T, else an LU inverse (once per teleport, or
+        after the solver rescaled T to its bound). "This T": the same unmodified tensor, or equal values (the
+        solver's clipping multiplies by exactly 1 when the bound is not reached)."""
+        cached = ctx.inverses.get(m)
+        if cached is not None and cached[0].shape == T.shape:
+            ref, version, C = cached
+            same = ref.data_ptr() == T.data_ptr()
+            if (same and ref._version == version) or (not same and torch.equal(ref, T)):
+                return C
+        T = T.detach()
+        C = torch.linalg.inv_ex(group_element(T))[0]
+        ctx.inverses[m] = (T, T._version, C)
+        return C
+
     def ascent_direction(self, xi, grads, ctx) -> Coords:
+        return [self._direction(T, G, m, ctx) for T, G, m in zip(xi, grads, self.pairs)]
+
+    def _direction(self, T, G, m, ctx) -> Tensor:
         """``linear``: dF/dT. ``exp``: the Lie-algebra gradient A = dF/dg g^T (the gradient of F(exp(A) g) at A = 0);
         in the batch subgroup A = X V^T, returned as X = dF/dU (I_r + V^T U)^T."""
         if self.parametrization == "linear":
-            return grads
-        directions = []
-        for T, G, m in zip(xi, grads, self.pairs):
-            V = self.basis(m, ctx)
-            directions.append(torch.addmm(G, G, T.T if V is None else T.T @ V))  # G (I + T)^T, G (I + V^T U)^T
-        return directions
+            return G
+        V = self.basis(m, ctx)
+        return torch.addmm(G, G, T.T if V is None else T.T @ V)  # G (I + T)^T, G (I + V^T U)^T
 
     def retract(self, xi, step, ctx) -> Coords:
-        """``linear``: T + step. ``exp``: the coordinates of exp(A) g for the algebra step A."""
+        """``linear``: T + step. ``exp``: the coordinates of exp(A) g for the algebra step A (a factored step X
+        means A = X V^T with V = ``ctx.step_bases[m]``, and (I + T')^-1 is updated in O(d^2 r) for the next step)."""
         if self.parametrization == "linear":
             return super().retract(xi, step, ctx)
-        return self._times_exp(xi, step, ctx)
+        return self._times_exp(xi, step, ctx, getattr(ctx, "step_bases", None))
 
-    def _times_exp(self, xi, steps, ctx) -> Coords:
+    def _times_exp(self, xi, steps, ctx, step_bases=None) -> Coords:
         """Coordinates of exp(A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
-        (exp(X) - I) g. Batch subgroup: A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a 2r x 2r
-        exponential), and g' = I + (U + Y (I_r + V^T U)) V^T."""
-        bases = [self.basis(m, ctx) for m in self.pairs]
-        blocks = [X if V is None else phi_block(V.T @ X) for X, V in zip(steps, bases)]
-        out = []
-        for T, X, V, E in zip(xi, steps, bases, matrix_exps(blocks)):
-            if V is None:
-                D = E - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
-                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(X) - I
+        (exp(X) - I) g. Batch subgroup (coordinates U, basis V) or a factored step (dense T, step basis V):
+        A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a 2r x 2r exponential); then U' = U + Y (I_r + V^T U),
+        or T' = T + Y V^T (I + T) with (I + T')^-1 by Woodbury (an r x r solve)."""
+        step_bases = {} if step_bases is None else step_bases
+        kinds = []  # per pair: (kind, V)
+        blocks = []
+        for X, m in zip(steps, self.pairs):
+            V = step_bases.pop(m, None)
+            if V is not None:
+                kinds.append(("factored", V))
+                blocks.append(phi_block(V.T @ X))
             else:
-                Y = X @ E[:V.shape[1], V.shape[1]:]
+                V = self.basis(m, ctx)
+                kinds.append(("dense", None) if V is None else ("subgroup", V))
+                blocks.append(X if V is None else phi_block(V.T @ X))
+        exps = iter(matrix_exps(blocks))
+        out = []
+        for T, X, m, (kind, V) in zip(xi, steps, self.pairs, kinds):
+            if kind == "dense":
+                D = next(exps) - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
+                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(X) - I
+                continue
+            r = V.shape[1]
+            Y = X @ next(exps)[:r, r:]
+            if kind == "subgroup":
                 out.append(torch.addmm(T + Y, Y, V.T @ T))
+                continue
+            T_new = torch.addmm(T, Y, V.T + V.T @ T)
+            out.append(T_new)
+            if not self.uses_inverse:
+                continue
+            # Woodbury: g' = (I + Y V^T) g, so g'^-1 = C - C Y (I_r + V^T Y)^-1 V^T, and I_r + V^T Y = exp(V^T X)
+            C = ctx.inverses[m][2]
+            inner = torch.eye(r, device=T.device, dtype=T.dtype) + V.T @ Y
+            C_new = C - (C @ Y) @ torch.linalg.solve_ex(inner, V.T)[0]
+            ctx.inverses[m] = (T_new, T_new._version, C_new)
         return out
 
     # --- checks before training -------------------------------------------------------------------------

@@ -56,23 +56,20 @@ class GradientAscent(TeleportSolver):
         elif self.max_group_norm is not None:
             path_budget = torch.full((), self.max_group_norm, device=xi[0].device, dtype=xi[0].dtype)
         visited, values = [], []
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                xi = [x.detach().requires_grad_(True) for x in xi]
-                objective = symmetry.grad_norm_sq(xi, params, batch, ctx, True)
-                d_xi = torch.autograd.grad(objective, xi)
-                visited.append([x.detach() for x in xi])
-                values.append(objective.detach())
-                with torch.no_grad():
-                    xi = [x.detach() for x in xi]
-                    step = [self.lr * d for d in symmetry.ascent_direction(xi, list(d_xi), ctx)]
-                    if path_budget is not None:
-                        step = _clip(step, path_budget)
-                        path_budget = (path_budget - _norm(step)).clamp(min=0.0)
-                    xi = symmetry.retract(xi, step, ctx)
-                    if symmetry.bound == "point":
-                        xi = _clip(xi, self.max_group_norm)
+        for _ in range(self.steps):
+            objective, direction = symmetry.value_and_direction(xi, params, batch, ctx)
             visited.append(xi)
+            values.append(objective)
+            with torch.no_grad():
+                step = [self.lr * d for d in direction]
+                if path_budget is not None:
+                    step = _clip(step, path_budget)
+                    path_budget = (path_budget - _norm(step)).clamp(min=0.0)
+                xi = symmetry.retract(xi, step, ctx)
+                if symmetry.bound == "point":
+                    xi = _clip(xi, self.max_group_norm)
+        visited.append(xi)
+        with torch.enable_grad():  # the generic objective needs autograd for the gradient it measures
             values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
         # One host sync per teleport: non-finite values never win.
         values = torch.stack(values)
