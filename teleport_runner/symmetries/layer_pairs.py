@@ -135,6 +135,8 @@ class ProbedElement:
                 P.append(M.T), Q.append(self.g @ G.T)
             else:
                 P.append(-product.T), Q.append(G.T)
+        if not P:  # the objective does not depend on this pair: a zero direction
+            P = Q = [self.g.new_zeros(self.g.shape[0], 1)]
         return torch.cat(P, 1), torch.cat(Q, 1)
 
 
@@ -329,14 +331,12 @@ class LayerPairSymmetry(Symmetry):
         return objective.detach(), directions
 
     def _inverse(self, T: Tensor, m: int, ctx) -> Tensor:
-        """(I + T)^-1: the one the last factored step computed for this T, else an LU inverse (once per teleport, or
-        after the solver rescaled T to its bound). "This T": the same unmodified tensor, or equal values (the
-        solver's clipping multiplies by exactly 1 when the bound is not reached)."""
+        """(I + T)^-1: the one the last factored step computed for this very tensor T (same storage, not modified
+        since: ``retract``'s output, as the solver passes it back), else an LU inverse (once per teleport)."""
         cached = ctx.inverses.get(m)
-        if cached is not None and cached[0].shape == T.shape:
+        if cached is not None:
             ref, version, C = cached
-            same = ref.data_ptr() == T.data_ptr()
-            if (same and ref._version == version) or (not same and torch.equal(ref, T)):
+            if ref.data_ptr() == T.data_ptr() and ref._version == version and ref.shape == T.shape:
                 return C
         T = T.detach()
         C = torch.linalg.inv_ex(group_element(T))[0]
