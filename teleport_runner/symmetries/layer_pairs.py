@@ -106,7 +106,7 @@ class ProbedElement:
     """
 
     def __init__(self, T: Tensor, C: Tensor | None):
-        self.g, self.C = group_element(T), C
+        self.T, self.C = T, C  # g = I + T is never formed: products with it are addmm's (no d x d eye or sum)
         self.records = []  # (probe, kind, operand M, product)
 
     def _probed(self, kind: str, M: Tensor, product: Tensor) -> Tensor:
@@ -115,10 +115,10 @@ class ProbedElement:
         return product + probe
 
     def rows(self, M: Tensor) -> Tensor:
-        return self._probed("rows", M, M @ self.g.T)
+        return self._probed("rows", M, torch.addmm(M, M, self.T.T))
 
     def right(self, M: Tensor) -> Tensor:
-        return self._probed("right", M, M @ self.g)
+        return self._probed("right", M, torch.addmm(M, M, self.T))
 
     def right_inv(self, M: Tensor) -> Tensor:
         return self._probed("right_inv", M, M @ self.C)
@@ -132,11 +132,11 @@ class ProbedElement:
             if kind == "rows":
                 P.append(G.T), Q.append(product.T)
             elif kind == "right":
-                P.append(M.T), Q.append(self.g @ G.T)
+                P.append(M.T), Q.append(torch.addmm(G.T, self.T, G.T))  # g G^T
             else:
                 P.append(-product.T), Q.append(G.T)
         if not P:  # the objective does not depend on this pair: a zero direction
-            P = Q = [self.g.new_zeros(self.g.shape[0], 1)]
+            P = Q = [self.T.new_zeros(self.T.shape[0], 1)]
         return torch.cat(P, 1), torch.cat(Q, 1)
 
 
@@ -390,14 +390,14 @@ class LayerPairSymmetry(Symmetry):
             if kind == "subgroup":
                 out.append(torch.addmm(T + Y, Y, V.T @ T))
                 continue
-            T_new = torch.addmm(T, Y, V.T + V.T @ T)
+            T_new = torch.addmm(T, Y, torch.addmm(V.T, V.T, T))  # T + Y V^T (I + T)
             out.append(T_new)
             if not self.uses_inverse:
                 continue
             # Woodbury: g' = (I + Y V^T) g, so g'^-1 = C - C Y (I_r + V^T Y)^-1 V^T, and I_r + V^T Y = exp(V^T X)
             C = ctx.inverses[m][2]
             inner = torch.eye(r, device=T.device, dtype=T.dtype) + V.T @ Y
-            C_new = C - (C @ Y) @ torch.linalg.solve_ex(inner, V.T)[0]
+            C_new = torch.addmm(C, C @ Y, torch.linalg.solve_ex(inner, V.T)[0], alpha=-1)
             ctx.inverses[m] = (T_new, T_new._version, C_new)
         return out
 
