@@ -55,3 +55,19 @@ class LevelSetRotation(Symmetry):
     def act(self, xi: Coords, params: list[Tensor], ctx) -> list[Tensor]:
         p = self.problem
         return [p.h_inv(rotation(xi[0], self.n) @ p.h(params[0]))]
+
+    def prepare(self, params, batch) -> Tensor:
+        """u = h(x), once per teleport: every candidate has h(g·x) = R u."""
+        return self.problem.h(params[0].detach())
+
+    def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True) -> Tensor:
+        """||grad L(x')||^2 at x' = h^-1(R u) in closed form: grad L(x') = 2 J_h(x')^T h(x') with h(x') = R u known,
+        so one vector-Jacobian product of h at x' (differentiable in xi when ``create_graph``) instead of the
+        loss's gradient and a double backward through h(x), h^-1 and the loss."""
+        v = rotation(xi[0], self.n) @ ctx  # h(x')
+        x_new = self.problem.h_inv(v)
+        with torch.enable_grad():
+            if not x_new.requires_grad:
+                x_new = x_new.detach().requires_grad_(True)
+            (jv,) = torch.autograd.grad(self.problem.h(x_new), x_new, grad_outputs=v, create_graph=create_graph)
+        return 4 * (jv @ jv)
