@@ -11,9 +11,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import Symmetry
 from .batch_objective import ClosedFormObjective
-from .layer_pairs import LayerPairSymmetry, group_matrices
+from .layer_pairs import GLPairSymmetry, LayerPairSymmetry, group_matrices
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
 # (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.
@@ -82,7 +81,7 @@ class _LinearLayerAction(LayerPairSymmetry):
         return out
 
 
-class GLLinear(ClosedFormObjective, _LinearLayerAction):
+class GLLinear(ClosedFormObjective, GLPairSymmetry, _LinearLayerAction):
     """GL(d_m) between two layers of a linear network (identity activation), data-free.
 
     Group: GL(d_m) per chosen pair, g = I + T (``parametrization`` sets how the ascent moves it), exact inverse.
@@ -143,7 +142,8 @@ class GLLinear(ClosedFormObjective, _LinearLayerAction):
 class Rescale(ClosedFormObjective, _LinearLayerAction):
     """Positive rescaling of hidden units for positively homogeneous activations (ReLU, LeakyReLU), data-free.
 
-    Group: (R_{>0})^{d_m} per chosen pair, d = exp(t) for t in R^{d_m}.
+    Group: (R_{>0})^{d_m} per chosen pair, d = exp(t) for t in R^{d_m} (the group is abelian, so the solver's
+    additive steps on the log-scales t are its Lie-algebra steps; ``max_group_norm`` bounds ||t||).
     Action: W_m -> diag(d) W_m (bias b_m -> d * b_m), W_{m+1} -> W_{m+1} diag(1/d).
     Exact: on every input, because sigma(d z) = d sigma(z) for d > 0.
     Optimizer state (``transform``): gradient-like buffers scale by the inverse factor (1/d on W_m's rows,
@@ -159,16 +159,6 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
 
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
-
-    def sample(self, params, ctx, generator, scale):
-        """t ~ scale N(0, 1) / sqrt(d), d = exp(t)."""
-        ref = params[0]
-        return [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
-                                    dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
-
-    # t are log-scales of an abelian group: the additive step is already the Lie-algebra (exp) step.
-    bound, ascent_direction, retract = "point", Symmetry.ascent_direction, Symmetry.retract
-    value_and_direction = Symmetry.value_and_direction  # d-vectors: nothing to factor
 
     def elements(self, xi, ctx):
         return {m: torch.exp(t) for t, m in zip(xi, self.pairs)}  # d = exp(t) per pair

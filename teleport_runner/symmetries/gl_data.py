@@ -17,7 +17,7 @@ from torch import Tensor
 from ..errors import SymmetryMismatch, one_of
 from .base import Symmetry
 from .batch_objective import ClosedFormObjective
-from .layer_pairs import SUBGROUPS, LayerPairSymmetry, inverse_activation, span_basis
+from .layer_pairs import SUBGROUPS, GLPairSymmetry, inverse_activation, span_basis
 
 
 def _split(params, problem, m):
@@ -37,7 +37,7 @@ class PairData:
     h_pinv: Tensor | None = None
 
 
-class _BatchPairAction(ClosedFormObjective, LayerPairSymmetry):
+class _BatchPairAction(ClosedFormObjective, GLPairSymmetry):
     """Shared by the data-dependent GL actions: per-teleport pair data, the optional batch subgroup, and the
     closed-form objective."""
 
@@ -151,7 +151,7 @@ class GLData(_BatchPairAction):
         return self.form == "minimal"
 
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
-        if self.form == "paper":  # eq. 8 replaces W_m outside the batch's span too: the generic objective
+        if not self.uses_closed_form:  # eq. 8 replaces W_m outside the batch's span too: the generic objective
             return Symmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
         return super().grad_norm_sq(xi, params, batch, ctx, create_graph)
 

@@ -1,4 +1,4 @@
-"""What every network symmetry shares: the layer pairs it acts on, the checks, and the GL(d) parametrization.
+"""What every network symmetry shares (the layer pairs it acts on, the checks), and GL(d) on them.
 
 Pair m is (layer m, layer m+1); its group acts on the d_m-dimensional hidden layer between them (d_m = outputs
 of layer m). Coordinates ``xi`` hold one tensor per pair (a d x d matrix T with g = I + T for GL(d), a vector t of
@@ -23,7 +23,7 @@ SUBGROUPS = ("full", "batch")
 
 def group_element(T: Tensor) -> Tensor:
     """g = I + T: the coordinates of every GL element are its offset from the identity (both parametrizations;
-    they differ in how the ascent moves T, see ``LayerPairSymmetry.ascent_step``)."""
+    they differ in how the ascent moves T, see ``GLPairSymmetry``)."""
     return torch.eye(T.shape[0], device=T.device, dtype=T.dtype) + T
 
 
@@ -73,7 +73,7 @@ class BatchSubgroupElement:
         g^-1 = I - U (I_r + V^T U)^-1 V^T   (Woodbury; the r x r matrix is invertible whenever g is).
     Every product with g or g^-1 then costs O(d k r) instead of O(d^2 k), and there is no d x d matrix at all.
     The subgroup is closed under products, (I + U1 V^T)(I + U V^T) = I + (U + U1 (I_r + V^T U)) V^T, and its Lie
-    algebra is {X V^T}: ``exp`` ascent steps stay in it (``LayerPairSymmetry.ascent_step``).
+    algebra is {X V^T}: ``exp`` ascent steps stay in it (``GLPairSymmetry.retract``).
     """
 
     def __init__(self, U: Tensor, V: Tensor):
@@ -164,7 +164,7 @@ def matrix_exps(matrices: list[Tensor]) -> list[Tensor]:
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         return [E[i:i + n, i:i + n] for i, n in zip(starts, sizes)]
     n = max(sizes)
-    out = torch.linalg.matrix_exp(torch.stack([torch.nn.functional.pad(a, (0, n - k, 0, n - k)) if k < n else a
+    out = torch.linalg.matrix_exp(torch.stack([F.pad(a, (0, n - k, 0, n - k)) if k < n else a
                                                for a, k in zip(matrices, sizes)]))
     return [e[:k, :k] for e, k in zip(out, sizes)]
 
@@ -189,31 +189,19 @@ class LayerPairSymmetry(Symmetry):
 
     Args:
         pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
-        parametrization: how the ascent moves g. The coordinates are always T = g - I (g = I + T, the identity at
-            T = 0; ``bound`` says what ``teleport.max_group_norm`` bounds); ``exp`` (default) takes Lie-algebra steps,
-            g <- exp(lr A) g with A = dF/dg g^T the gradient of the objective F at the current g in the
-            direction of a left multiplication (the paper's "T initialized to 0" at every step, with the exact
-            exponential instead of I + T): every iterate is a product of exponentials, so invertible with
-            det > 0, and an ascent step needs one forward ``matrix_exp`` of all pairs (no derivative of it).
-            ``linear`` takes additive steps T <- T + lr dF/dT, the paper's g = I + T: no exponential at all,
-            but g is singular where T has an eigenvalue -1 (keep ``max_group_norm`` < 1). Both exact: W g^-1
-            is an LU solve (or Woodbury in the batch subgroup), never the official I - T.
     """
 
     #: activations the action is exact for (None: all)
     activations: Sequence[str] | None = None
     why_not: str = ""
 
-    def __init__(self, pairs: Sequence[int] | None = None, parametrization: str = "exp"):
-        if parametrization not in PARAMETRIZATIONS:
-            raise one_of("symmetry.parametrization", parametrization, PARAMETRIZATIONS)
+    def __init__(self, pairs: Sequence[int] | None = None):
         if pairs is not None:
             pairs = list(pairs)
             if not pairs or any(int(p) != p or p < 0 for p in pairs) or len(set(pairs)) != len(pairs):
                 raise ConfigError(f"Invalid symmetry.pairs: {pairs!r}; use null (every consecutive layer pair) or "
                                   "a non-empty list of distinct pair indices >= 0 (pair m = layers m and m+1).")
         self.pairs_requested = pairs
-        self.parametrization = parametrization
 
     def bind(self, problem: Problem) -> None:
         if not getattr(problem, "is_network", False):
@@ -250,6 +238,55 @@ class LayerPairSymmetry(Symmetry):
         """V of pair m for ``subgroup: batch`` (built in ``prepare``), else None."""
         return None
 
+    def identity(self, params, ctx) -> Coords:
+        ref = params[0]
+        return [torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
+
+    def sample(self, params, ctx, generator, scale) -> Coords:
+        """Coordinates ~ scale N(0, 1) / sqrt(d): for a d x d matrix the spectral norm is then about 2 scale
+        whatever the width."""
+        ref = params[0]
+        return [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
+                                    dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
+
+    # --- checks before training -------------------------------------------------------------------------
+    def check_run(self, problem, teleporter, optimizer) -> None:
+        super().check_run(problem, teleporter, optimizer)
+        self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
+        if hasattr(teleporter, "max_group_norm") and teleporter.max_group_norm is None:
+            warnings.warn(
+                f"teleport.max_group_norm is null with symmetry {self.name!r}: its group is not compact and the "
+                "objective ||grad L(g·w)||^2 is unbounded on it, so the ascent can go far enough along the orbit "
+                "that descent diverges after the teleport. The network presets bound it (paper_regression: 2.0, "
+                "paper_mnist: 0.1); set teleport.max_group_norm (and a teleport.lr for the problem's scale).",
+                stacklevel=2)
+
+    def check_batch(self, batch_size: int) -> None:
+        """Data-dependent actions refuse batches they cannot be exact on."""
+
+
+class GLPairSymmetry(LayerPairSymmetry):
+    """GL(d_m) on each chosen pair's hidden layer, g = I + T, and how the ascent moves it.
+
+    Args:
+        pairs: as ``LayerPairSymmetry``.
+        parametrization: how the ascent moves g. The coordinates are always T = g - I (g = I + T, the identity at
+            T = 0; ``bound`` says what ``teleport.max_group_norm`` bounds); ``exp`` (default) takes Lie-algebra steps,
+            g <- exp(lr A) g with A = dF/dg g^T the gradient of the objective F at the current g in the
+            direction of a left multiplication (the paper's "T initialized to 0" at every step, with the exact
+            exponential instead of I + T): every iterate is a product of exponentials, so invertible with
+            det > 0, and an ascent step needs one forward ``matrix_exp`` of all pairs (no derivative of it).
+            ``linear`` takes additive steps T <- T + lr dF/dT, the paper's g = I + T: no exponential at all,
+            but g is singular where T has an eigenvalue -1 (keep ``max_group_norm`` < 1). Both exact: W g^-1
+            is an LU solve (or Woodbury in the batch subgroup), never the official I - T.
+    """
+
+    def __init__(self, pairs: Sequence[int] | None = None, parametrization: str = "exp"):
+        if parametrization not in PARAMETRIZATIONS:
+            raise one_of("symmetry.parametrization", parametrization, PARAMETRIZATIONS)
+        super().__init__(pairs)
+        self.parametrization = parametrization
+
     def element(self, T: Tensor, m: int, ctx):
         """The group element of pair m with coordinates T."""
         basis = self.basis(m, ctx)
@@ -261,16 +298,10 @@ class LayerPairSymmetry(Symmetry):
         """{pair: group element} for all pairs (what the closed-form objective reads)."""
         return {m: self.element(T, m, ctx) for T, m in zip(xi, self.pairs)}
 
-    def identity(self, params, ctx) -> Coords:
-        ref = params[0]
-        return [torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
-
     def sample(self, params, ctx, generator, scale) -> Coords:
         """g = exp(S) (``exp``; in the batch subgroup exp(S V^T)) or I + S (``linear``), S ~ scale N(0, 1) / sqrt(d):
         the spectral norm of S is then about 2 scale whatever the width."""
-        ref = params[0]
-        S = [scale * torch.randn(self._coord_shape(m, ctx), generator=generator, device=ref.device,
-                                 dtype=ref.dtype) / self.width(m) ** 0.5 for m in self.pairs]
+        S = super().sample(params, ctx, generator, scale)
         if self.parametrization == "linear":
             return S
         return self._times_exp([torch.zeros_like(s) for s in S], S, ctx)
@@ -400,18 +431,3 @@ class LayerPairSymmetry(Symmetry):
             C_new = torch.addmm(C, C @ Y, torch.linalg.solve_ex(inner, V.T)[0], alpha=-1)
             ctx.inverses[m] = (T_new, T_new._version, C_new)
         return out
-
-    # --- checks before training -------------------------------------------------------------------------
-    def check_run(self, problem, teleporter, optimizer) -> None:
-        super().check_run(problem, teleporter, optimizer)
-        self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
-        if hasattr(teleporter, "max_group_norm") and teleporter.max_group_norm is None:
-            warnings.warn(
-                f"teleport.max_group_norm is null with symmetry {self.name!r}: its group is not compact and the "
-                "objective ||grad L(g·w)||^2 is unbounded on it, so the ascent can go far enough along the orbit "
-                "that descent diverges after the teleport. The network presets bound it (paper_regression: 2.0, "
-                "paper_mnist: 0.1); set teleport.max_group_norm (and a teleport.lr for the problem's scale).",
-                stacklevel=2)
-
-    def check_batch(self, batch_size: int) -> None:
-        """Data-dependent actions refuse batches they cannot be exact on."""
