@@ -11,6 +11,7 @@ from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.problems.test_functions import Booth
 from teleport_runner.symmetries.data_free import GLLinear, Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
+from teleport_runner.symmetries.layer_pairs import FactoredOffset, dense_coords
 from teleport_runner.teleport import GradientAscent
 
 # (symmetry factory, activation, bias): each symmetry on activations it is exact for
@@ -203,6 +204,71 @@ def test_factored_exp_direction_takes_the_same_steps_as_the_dense_one(case):
             torch.testing.assert_close(ctx.inverses[m][2], inverse, rtol=1e-10, atol=1e-12)
         else:
             assert m not in ctx.inverses
+
+
+@pytest.mark.parametrize("factory", [GLData, GLHidden, GLLinear])
+def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
+    """From the identity a factored ascent keeps g and g^-1 as growing factors (``FactoredOffset``, never d x d)
+    until their rank passes the width, then goes on densely: six steps on 30-wide layers (rank up to 12 per
+    step) cross that point and take the same steps as the dense path; the factors' inverse is (I + T)^-1."""
+    activation = "identity" if factory is GLLinear else "leaky_relu"
+    problem = MLPRegression(dims=[5, 30, 30, 3], n_samples=4, activation=activation, slope=0.1, init="default")
+    problem.setup("cpu", torch.float64, 0)
+    params, batch = problem.init_params(), problem.train_batch(0)
+    trails = []
+    for min_width in (6, math.inf):
+        symmetry = factory()
+        symmetry.factored_min_width_per_sample = min_width
+        symmetry.bind(problem)
+        ctx = symmetry.prepare(params, batch)
+        xi, trail = symmetry.identity(params, ctx), []
+        for _ in range(6):
+            value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
+            xi = symmetry.retract(xi, [0.004 * d for d in direction], ctx)
+            trail.append((value, xi))
+        trails.append(trail)
+    kinds = [[type(T).__name__ for T in xi] for _, xi in trails[0]]
+    assert kinds[0] == ["FactoredOffset"] * 2 and "Tensor" in kinds[-1], kinds
+    # The dense path's step exp(X) - I (||X|| ~ 0.04) carries matrix_exp's ~1e-12 relative error on exp(X): ~1e-10
+    # on T; the factored step's 2r x 2r exponential is exact to ~1e-17 here (both checked against scipy's expm).
+    for (v1, xi1), (v2, xi2) in zip(*trails):
+        torch.testing.assert_close(v1, v2, rtol=1e-9, atol=0)
+        for a, b in zip(xi1, xi2):
+            assert (dense_coords(a) - b).norm() < 1e-8 * b.norm()
+    for (_, xi), kind in zip(trails[0], kinds):
+        for T, name in zip(xi, kind):
+            if name == "FactoredOffset" and T.U_inv is not None:
+                inverse = torch.linalg.inv(torch.eye(T.width, dtype=T.dtype) + T.dense())
+                torch.testing.assert_close(T.dense_inverse(), inverse, rtol=1e-10, atol=1e-12)
+    assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
+
+
+def test_factored_offset_products_and_branches():
+    """g = I + U W^T after steps I + Y V^T (appended in place): equal to the dense product of the steps, its inverse
+    equal to the dense inverse, and a second step from an older iterate (a branch) leaves the first one intact."""
+    gen = torch.Generator().manual_seed(0)
+    d, r = 12, 3
+    steps = [(0.3 * torch.randn(d, r, generator=gen, dtype=torch.float64),
+              torch.linalg.qr(torch.randn(d, r, generator=gen, dtype=torch.float64))[0]) for _ in range(3)]
+    eye = torch.eye(d, dtype=torch.float64)
+    start = FactoredOffset.identity(d, eye, with_inverse=True, capacity=4)  # grows its storage on the way
+    chain, g = [start], eye
+    for Y, V in steps:
+        chain.append(chain[-1].times_exp(Y, V))
+        g = (eye + Y @ V.T) @ g
+        torch.testing.assert_close(eye + chain[-1].dense(), g, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(chain[-1].dense_inverse(), torch.linalg.inv(g), rtol=1e-10, atol=1e-12)
+    before = chain[2].dense().clone(), chain[3].dense().clone()
+    branch = chain[1].times_exp(*steps[0])  # from an older iterate: must not write into chain[2]'s columns
+    torch.testing.assert_close(chain[2].dense(), before[0], rtol=0, atol=0)
+    torch.testing.assert_close(chain[3].dense(), before[1], rtol=0, atol=0)
+    Y, V = steps[0]
+    torch.testing.assert_close(eye + branch.dense(), (eye + Y @ V.T) @ (eye + Y @ V.T), rtol=1e-12, atol=1e-12)
+    M = torch.randn(5, d, generator=gen, dtype=torch.float64)
+    g3 = eye + chain[3].dense()
+    for got, want in ((chain[3].rows(M), M @ g3.T), (chain[3].right(M), M @ g3), (chain[3].left(M.T), g3 @ M.T),
+                      (chain[3].right_inv(M), M @ torch.linalg.inv(g3))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("factory", [GLData, GLHidden])

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .batch_objective import ClosedFormObjective
-from .layer_pairs import GLPairSymmetry, LayerPairSymmetry, group_matrices
+from .layer_pairs import GLPairSymmetry, LayerPairSymmetry, dense_coords, group_matrices
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
 # (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.
@@ -99,7 +99,7 @@ class GLLinear(ClosedFormObjective, GLPairSymmetry, _LinearLayerAction):
                "symmetry=gl_data or gl_hidden (data-dependent) or, for relu/leaky_relu, symmetry=rescale.")
 
     def matrices(self, xi):
-        return [(m, *group_matrices(T)) for T, m in zip(xi, self.pairs)]
+        return [(m, *group_matrices(dense_coords(T))) for T, m in zip(xi, self.pairs)]
 
     def hidden_after(self, g, m, ctx):
         z_new = g.rows(ctx.trace.preacts[m])

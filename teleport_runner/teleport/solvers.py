@@ -54,7 +54,7 @@ class GradientAscent(TeleportSolver):
         if symmetry.bound == "point":
             xi = _clip(xi, self.max_group_norm)
         elif self.max_group_norm is not None:
-            path_budget = torch.full((), self.max_group_norm, device=xi[0].device, dtype=xi[0].dtype)
+            path_budget = torch.full((), self.max_group_norm, device=params[0].device, dtype=params[0].dtype)
         visited, values = [], []
         for _ in range(self.steps):
             objective, direction = symmetry.value_and_direction(xi, params, batch, ctx)
