@@ -208,9 +208,9 @@ def test_factored_exp_direction_takes_the_same_steps_as_the_dense_one(case):
 
 @pytest.mark.parametrize("factory", [GLData, GLHidden, GLLinear])
 def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
-    """From the identity a factored ascent keeps g and g^-1 as growing factors (``FactoredOffset``, never d x d)
-    until their rank passes the width, then goes on densely: six steps on 30-wide layers (rank up to 12 per
-    step) cross that point and take the same steps as the dense path; the factors' inverse is (I + T)^-1."""
+    """From the identity a factored ascent keeps g as the product of its low-rank steps (``FactoredOffset``, never
+    d x d) until their total rank would pass the width, then goes on densely: six steps on 30-wide layers (rank up to 12 per
+    step) cross that point and take the same steps as the dense path; the factored inverse is (I + T)^-1."""
     activation = "identity" if factory is GLLinear else "leaky_relu"
     problem = MLPRegression(dims=[5, 30, 30, 3], n_samples=4, activation=activation, slope=0.1, init="default")
     problem.setup("cpu", torch.float64, 0)
@@ -237,21 +237,21 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
             assert (dense_coords(a) - b).norm() < 1e-8 * b.norm()
     for (_, xi), kind in zip(trails[0], kinds):
         for T, name in zip(xi, kind):
-            if name == "FactoredOffset" and T.U_inv is not None:
+            if name == "FactoredOffset":
                 inverse = torch.linalg.inv(torch.eye(T.width, dtype=T.dtype) + T.dense())
                 torch.testing.assert_close(T.dense_inverse(), inverse, rtol=1e-10, atol=1e-12)
     assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
 
 
 def test_factored_offset_products_and_branches():
-    """g = I + U W^T after steps I + Y V^T (appended in place): equal to the dense product of the steps, its inverse
-    equal to the dense inverse, and a second step from an older iterate (a branch) leaves the first one intact."""
+    """g after steps I + Y V^T: equal to the dense product of the steps, its inverse to the dense inverse, its
+    products to those with dense g, and a second step from an older iterate (a branch) leaves the first intact."""
     gen = torch.Generator().manual_seed(0)
     d, r = 12, 3
     steps = [(0.3 * torch.randn(d, r, generator=gen, dtype=torch.float64),
               torch.linalg.qr(torch.randn(d, r, generator=gen, dtype=torch.float64))[0]) for _ in range(3)]
     eye = torch.eye(d, dtype=torch.float64)
-    start = FactoredOffset.identity(d, eye, with_inverse=True, capacity=4)  # grows its storage on the way
+    start = FactoredOffset.identity(d, eye)
     chain, g = [start], eye
     for Y, V in steps:
         chain.append(chain[-1].times_exp(Y, V))
@@ -259,7 +259,7 @@ def test_factored_offset_products_and_branches():
         torch.testing.assert_close(eye + chain[-1].dense(), g, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(chain[-1].dense_inverse(), torch.linalg.inv(g), rtol=1e-10, atol=1e-12)
     before = chain[2].dense().clone(), chain[3].dense().clone()
-    branch = chain[1].times_exp(*steps[0])  # from an older iterate: must not write into chain[2]'s columns
+    branch = chain[1].times_exp(*steps[0])  # from an older iterate
     torch.testing.assert_close(chain[2].dense(), before[0], rtol=0, atol=0)
     torch.testing.assert_close(chain[3].dense(), before[1], rtol=0, atol=0)
     Y, V = steps[0]

@@ -115,91 +115,89 @@ class KeptInverseElement:
         return M @ self.C
 
 
-class _Columns:
-    """Append-only column storage for the factors of a chain of ``FactoredOffset`` iterates: k stacked (d, capacity)
-    buffers whose first ``filled`` columns are in use. Each iterate views the first R columns, so a step appends r
-    columns in place instead of copying all R (an iterate keeps its view valid: columns are never overwritten,
-    and a second step from an older iterate copies into new storage)."""
-
-    def __init__(self, data: Tensor, filled: int):
-        self.data, self.filled = data, filled
-
-    def appended(self, rank: int, new: list[Tensor]) -> "_Columns":
-        """Storage whose columns rank .. rank + r hold ``new`` (one (d, r) block per factor) after the first rank."""
-        k, d, capacity = self.data.shape
-        end = rank + new[0].shape[1]
-        storage = self
-        if self.filled != rank or end > capacity:  # a branch, or full: copy the first `rank` columns
-            data = self.data.new_empty(k, d, min(d, max(2 * capacity, end)) if end <= d else end)
-            data[:, :, :rank] = self.data[:, :, :rank]
-            storage = _Columns(data, rank)
-        for i, block in enumerate(new):
-            storage.data[i, :, rank:end] = block
-        storage.filled = end
-        return storage
-
-
 class FactoredOffset:
-    """An ``exp`` ascent iterate on a wide layer kept as factors, g = I + U W^T and g^-1 = I + U_inv W_inv^T
-    (d x R each; the inverse only when the action divides by g): coordinates T = U W^T that are never formed
-    during the ascent.
+    """An ``exp`` ascent iterate on a wide layer kept as the product of its steps, g = F_k ... F_1 with
+    F_j = exp(X_j V_j^T) = I + Y_j V_j^T (rank r each), and g^-1 = F_1^-1 ... F_k^-1 with
+    F_j^-1 = I - Y_j K_j V_j^T, K_j = (I_r + V_j^T Y_j)^-1 (Woodbury; I_r + V_j^T Y_j = exp(V_j^T X_j) is invertible):
+    coordinates T = g - I that are never formed during the ascent.
 
-    The ascent starts at the identity (R = 0) and every step multiplies g by exp(X V^T) = I + Y V^T of rank r,
-    so R grows by r per step and
-        g' = I + [U, Y] [W, V + W (U^T V)]^T,    g'^-1 = I + [U_inv, -g^-1 Y K] [W_inv, V]^T,  K = (I_r + V^T Y)^-1
-    (Woodbury). A product with k vectors costs O(k d R) and a step's update O(d R r), against O(k d^2) and
-    O(d^2 r) with dense g and g^-1: on GL(512) with a batch of 20, a 10-step ascent does about a third of the dense
-    path's work. ``GLPairSymmetry`` goes on with the dense T (and its kept inverse) once R would pass d, and forms
-    T = U W^T once per teleport for the action itself (``dense``)."""
+    A step appends one factor (an r x r inverse, no d x d work); a product of g or g^-1 with k vectors costs
+    O(k d R), R = the steps' total rank, against O(k d^2) with dense g, g^-1 and O(d^2 r) per step to update them.
+    On GL(512) with a teleport batch of 20 (r = 40), a 10-step ascent does about a fifth of the dense path's work.
+    ``GLPairSymmetry`` goes on densely once R would pass d (``dense``, ``dense_inverse``: O(d^2 R) once), and the
+    action multiplies the weights by the factors too (O(d R) per row; exact as an LU: each factor's inverse is exact
+    to rounding). Iterates share their older factors (an immutable tuple), so the solver can keep every one it
+    visits."""
 
-    def __init__(self, columns: _Columns, rank: int):
-        self.columns, self.rank = columns, rank
-        factors = columns.data[:, :, :rank]
-        self.U, self.W = factors[0], factors[1]
-        self.U_inv, self.W_inv = (factors[2], factors[3]) if factors.shape[0] == 4 else (None, None)
-        self.width = factors.shape[1]
+    def __init__(self, steps: tuple, width: int, like: Tensor, parent_rows: tuple | None = None):
+        self.steps, self.width = steps, width  # steps: ((Y_j, V_j, Y_j K_j), ...), oldest first
+        self.rank = sum(step[1].shape[1] for step in steps)
+        self.device, self.dtype = like.device, like.dtype
+        # (M, M g^T) of the iterate this one stepped from: the objective applies g to the same batch activations
+        # (a constant tensor) at every step, so one factor brings the parent's product up to date
+        self.parent_rows, self.last_rows = parent_rows, None
 
     @classmethod
-    def identity(cls, d: int, like: Tensor, with_inverse: bool, capacity: int = 64) -> "FactoredOffset":
-        return cls(_Columns(like.new_empty(4 if with_inverse else 2, d, min(d, capacity)), 0), 0)
+    def identity(cls, d: int, like: Tensor) -> "FactoredOffset":
+        return cls((), d, like)
 
-    @property
-    def device(self):
-        return self.U.device
+    def times_exp(self, Y: Tensor, V: Tensor) -> "FactoredOffset":
+        """exp(X V^T) g, given exp(X V^T) = I + Y V^T."""
+        K = torch.linalg.inv_ex(torch.eye(Y.shape[1], device=Y.device, dtype=Y.dtype) + V.T @ Y)[0]
+        return FactoredOffset(self.steps + ((Y, V, Y @ K),), self.width, Y, self.last_rows)
 
-    @property
-    def dtype(self):
-        return self.U.dtype
+    def left(self, M: Tensor) -> Tensor:
+        """g M (M: (d, k) or a vector (d,))."""
+        product = torch.addmm if M.dim() == 2 else torch.addmv
+        for Y, V, _ in self.steps:
+            M = product(M, Y, V.T @ M)
+        return M
+
+    def rows(self, M: Tensor) -> Tensor:
+        """M g^T (from the parent's M g^T when it had the same constant M: one factor instead of all)."""
+        operand, steps = M, self.steps
+        if self.parent_rows is not None and self.parent_rows[0] is M:
+            M, steps = self.parent_rows[1], steps[-1:]
+        for Y, V, _ in steps:
+            M = torch.addmm(M, M @ V, Y.T)
+        if not operand.requires_grad:
+            self.last_rows = (operand, M)
+        return M
+
+    def right(self, M: Tensor) -> Tensor:
+        """M g."""
+        for Y, V, _ in reversed(self.steps):
+            M = torch.addmm(M, M @ Y, V.T)
+        return M
+
+    def right_inv(self, M: Tensor) -> Tensor:
+        """M g^-1."""
+        for _, V, YK in self.steps:
+            M = torch.addmm(M, M @ YK, V.T, alpha=-1)
+        return M
 
     def dense(self) -> Tensor:
         """T = g - I (d x d)."""
-        return self.U @ self.W.T
+        eye = torch.eye(self.width, device=self.device, dtype=self.dtype)
+        return self.left(eye) - eye
 
     def dense_inverse(self) -> Tensor:
         """g^-1 (d x d)."""
-        return torch.addmm(torch.eye(self.width, device=self.device, dtype=self.dtype), self.U_inv, self.W_inv.T)
+        return self.right_inv(torch.eye(self.width, device=self.device, dtype=self.dtype))
 
-    def rows(self, M: Tensor) -> Tensor:
-        return torch.addmm(M, M @ self.W, self.U.T)
 
-    def right(self, M: Tensor) -> Tensor:
-        return torch.addmm(M, M @ self.U, self.W.T)
-
-    def left(self, M: Tensor) -> Tensor:
-        return torch.addmm(M, self.U, self.W.T @ M)
-
-    def right_inv(self, M: Tensor) -> Tensor:
-        return torch.addmm(M, M @ self.U_inv, self.W_inv.T)
-
-    def times_exp(self, Y: Tensor, V: Tensor) -> "FactoredOffset":
-        """exp(X V^T) g, given exp(X V^T) = I + Y V^T (see the class docstring)."""
-        new = [Y, torch.addmm(V, self.W, self.U.T @ V)]
-        if self.U_inv is not None:
-            # K = (I_r + V^T Y)^-1, and I_r + V^T Y = exp(V^T X) is invertible; r x r, so an explicit inverse
-            K = torch.linalg.inv_ex(torch.eye(Y.shape[1], device=Y.device, dtype=Y.dtype) + V.T @ Y)[0]
-            YK = Y @ K
-            new += [-torch.addmm(YK, self.U_inv, self.W_inv.T @ YK), V]  # -g^-1 Y K
-        return FactoredOffset(self.columns.appended(self.rank, new), self.rank + Y.shape[1])
+def step_basis(P: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """(X, V) with X V^T = P Q^T exactly and ||X||_F >= ||P Q^T||_F, V (d, r) orthonormal up to rounding, from a
+    Cholesky factor of Q^T Q (r x r): a step X V^T then never moves further than the norm the solver counts for it
+    (the path bound holds). Q^T Q + delta I = L L^T, V = Q L^-T, X = P L: X V^T = P Q^T for any delta > 0, and
+    V^T V = I - delta L^-1 L^-T has norm <= 1, so ||X V^T|| <= ||X||. delta (relative rounding of the trace) keeps
+    L invertible where Q has dependent columns (or is zero). A QR of Q does the same with an exactly orthonormal V
+    and costs ~4x more on 512 x 40 (two per step on 784-512-512-10)."""
+    gram = Q.T @ Q
+    delta = torch.finfo(Q.dtype).eps * gram.diagonal().sum() + torch.finfo(Q.dtype).tiny
+    L = torch.linalg.cholesky_ex(torch.diagonal_scatter(gram, gram.diagonal() + delta))[0]
+    V = torch.linalg.solve_triangular(L, Q.T, upper=False).T
+    return P @ L, V
 
 
 def dense_coords(T) -> Tensor:
@@ -255,12 +253,26 @@ class ProbedElement:
         return torch.cat(P, 1), torch.cat(Q, 1)
 
 
+#: The identity block's scale in ``phi_block``: a power of two, so dividing by it is exact.
+PHI_SCALE = 2.0 ** -10
+
+
 def phi_block(A: Tensor) -> Tensor:
-    """[[A, I], [0, 0]] (2r x 2r): its exponential holds phi(A) = sum_k A^k / (k+1)! in the top-right block, so
-    exp(X V^T) = I + X phi(V^T X) V^T takes one 2r x 2r exponential instead of a d x d one."""
+    """[[A, s I], [0, 0]] (2r x 2r, s = ``PHI_SCALE``): its exponential holds s phi(A), phi(A) = sum_k A^k / (k+1)!, in
+    the top-right block (``phi_of``), so exp(X V^T) = I + X phi(V^T X) V^T takes one 2r x 2r exponential instead of a
+    d x d one. Why s < 1: the top-right block of every power and product is linear in s (the zero blocks stay exactly
+    zero), so its relative rounding does not depend on s, while ``matrix_exp`` picks its Taylor degree and
+    squarings from the whole matrix's norm; with s = 1 that norm is at least 1 however small the step, and the call
+    costs 2-3x more (measured on 80 x 80 blocks, ||A|| <= 0.1; the same accuracy against scipy's expm)."""
     r = A.shape[0]
-    top = torch.cat([A, torch.eye(r, device=A.device, dtype=A.dtype)], 1)
+    top = torch.cat([A, torch.eye(r, device=A.device, dtype=A.dtype).mul_(PHI_SCALE)], 1)
     return torch.cat([top, torch.zeros_like(top)], 0)
+
+
+def phi_of(exp_block: Tensor) -> Tensor:
+    """phi(A) from the exponential of ``phi_block(A)``."""
+    r = exp_block.shape[0] // 2
+    return exp_block[:r, r:] / PHI_SCALE
 
 
 #: Up to this total size ``matrix_exps`` exponentiates one block-diagonal matrix (call overhead dominates there).
@@ -403,18 +415,19 @@ class GLPairSymmetry(LayerPairSymmetry):
         self.parametrization = parametrization
 
     def element(self, T: Tensor, m: int, ctx):
-        """The group element of pair m with coordinates T (a ``FactoredOffset`` is formed densely here: the action
-        itself divides by an LU of the g it multiplies by, once per teleport)."""
+        """The group element of pair m with coordinates T (a ``FactoredOffset`` is one itself: its products with the
+        weights cost O(d R) per row, never d x d work)."""
+        if isinstance(T, FactoredOffset):
+            return T
         basis = self.basis(m, ctx)
         if basis is None:
-            return DenseElement(dense_coords(T))
+            return DenseElement(T)
         return BatchSubgroupElement(T, basis)
 
     def identity(self, params, ctx) -> Coords:
         """Zeros; a pair whose ascent is factored starts as an empty ``FactoredOffset`` (rank 0)."""
         xi, factored = super().identity(params, ctx), self.factored_pairs(ctx)
-        return [FactoredOffset.identity(self.width(m), x, self.uses_inverse) if m in factored else x
-                for x, m in zip(xi, self.pairs)]
+        return [FactoredOffset.identity(self.width(m), x) if m in factored else x for x, m in zip(xi, self.pairs)]
 
     def elements(self, xi: Coords, ctx) -> dict:
         """{pair: group element} for all pairs (what the closed-form objective reads)."""
@@ -453,9 +466,8 @@ class GLPairSymmetry(LayerPairSymmetry):
                 and self.width(m) >= self.factored_min_width_per_sample * batch]
 
     def value_and_direction(self, xi, params, batch, ctx):
-        """As ``Symmetry.value_and_direction``; for wide dense pairs the direction is P R^T with P Q^T = Q_o R (QR)
-        the factored gradient (``ProbedElement``), in the step basis Q_o kept in ``ctx.step_bases``: the step
-        X Q_o^T has the norm of X, so the solver's step clipping works on X as on any coordinates."""
+        """As ``Symmetry.value_and_direction``; for wide dense pairs the factored gradient P Q^T (``ProbedElement``)
+        is returned as X = P L in the step basis V = Q L^-T kept in ``ctx.step_bases`` (``step_basis``)."""
         factored = self.factored_pairs(ctx)
         if not factored:
             return super().value_and_direction(xi, params, batch, ctx)
@@ -478,9 +490,8 @@ class GLPairSymmetry(LayerPairSymmetry):
             element = elements[m]
             P, Q = element.factors(probe_grads[:len(element.records)])
             probe_grads = probe_grads[len(element.records):]
-            basis, R = torch.linalg.qr(Q)
-            ctx.step_bases[m] = basis
-            directions.append(P @ R.T)
+            X, ctx.step_bases[m] = step_basis(P, Q)
+            directions.append(X)
         return objective.detach(), directions
 
     def _factored_element(self, T, m: int, ctx):
@@ -547,7 +558,7 @@ class GLPairSymmetry(LayerPairSymmetry):
                 out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(X) - I
                 continue
             r = V.shape[1]
-            Y = X @ next(exps)[:r, r:]
+            Y = X @ phi_of(next(exps))
             if kind == "subgroup":
                 out.append(torch.addmm(T + Y, Y, V.T @ T))
                 continue
