@@ -11,7 +11,7 @@ from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.problems.test_functions import Booth
 from teleport_runner.symmetries.data_free import GLLinear, Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
-from teleport_runner.symmetries.layer_pairs import FactoredOffset, dense_coords
+from teleport_runner.symmetries.layer_pairs import FactoredElement, dense_coords
 from teleport_runner.teleport import GradientAscent
 
 # (symmetry factory, activation, bias): each symmetry on activations it is exact for
@@ -208,7 +208,7 @@ def test_factored_exp_direction_takes_the_same_steps_as_the_dense_one(case):
 
 @pytest.mark.parametrize("factory", [GLData, GLHidden, GLLinear])
 def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
-    """From the identity a factored ascent keeps g as the product of its low-rank steps (``FactoredOffset``, never
+    """From the identity a factored ascent keeps g as the product of its low-rank steps (``FactoredElement``, never
     d x d) until their total rank would pass the width, then goes on densely: six steps on 30-wide layers (rank up to 12 per
     step) cross that point and take the same steps as the dense path; the factored inverse is (I + T)^-1."""
     activation = "identity" if factory is GLLinear else "leaky_relu"
@@ -228,7 +228,7 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
             trail.append((value, xi))
         trails.append(trail)
     kinds = [[type(T).__name__ for T in xi] for _, xi in trails[0]]
-    assert kinds[0] == ["FactoredOffset"] * 2 and "Tensor" in kinds[-1], kinds
+    assert kinds[0] == ["FactoredElement"] * 2 and "Tensor" in kinds[-1], kinds
     # The dense path's step exp(X) - I (||X|| ~ 0.04) carries matrix_exp's ~1e-12 relative error on exp(X): ~1e-10
     # on T; the factored step's 2r x 2r exponential is exact to ~1e-17 here (both checked against scipy's expm).
     for (v1, xi1), (v2, xi2) in zip(*trails):
@@ -237,7 +237,7 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
             assert (dense_coords(a) - b).norm() < 1e-8 * b.norm()
     for (_, xi), kind in zip(trails[0], kinds):
         for T, name in zip(xi, kind):
-            if name == "FactoredOffset":
+            if name == "FactoredElement":
                 inverse = torch.linalg.inv(torch.eye(T.width, dtype=T.dtype) + T.dense())
                 torch.testing.assert_close(T.dense_inverse(), inverse, rtol=1e-10, atol=1e-12)
     assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
@@ -251,7 +251,7 @@ def test_factored_offset_products_and_branches():
     steps = [(0.3 * torch.randn(d, r, generator=gen, dtype=torch.float64),
               torch.linalg.qr(torch.randn(d, r, generator=gen, dtype=torch.float64))[0]) for _ in range(3)]
     eye = torch.eye(d, dtype=torch.float64)
-    start = FactoredOffset.identity(d, eye)
+    start = FactoredElement.identity(d, eye)
     chain, g = [start], eye
     for Y, V in steps:
         chain.append(chain[-1].times_exp(Y, V))

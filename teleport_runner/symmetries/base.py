@@ -2,7 +2,9 @@
 
 A group element g is given by coordinates ``xi`` (a list of tensors, the identity at zero) in which
 ``act(xi, params, ctx)`` is differentiable; teleport solvers only ever call this interface and never ask
-which symmetry they hold.
+which symmetry they hold. A symmetry may keep an entry of ``xi`` in a form only it reads (the GL actions keep a
+wide layer's ``exp`` ascent iterate as the product of its low-rank steps, ``layer_pairs.FactoredElement``); such
+entries only occur with ``bound = "path"``, so a solver never scales or measures them, only passes them back.
 """
 from __future__ import annotations
 

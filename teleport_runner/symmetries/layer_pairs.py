@@ -115,7 +115,7 @@ class KeptInverseElement:
         return M @ self.C
 
 
-class FactoredOffset:
+class FactoredElement:
     """An ``exp`` ascent iterate on a wide layer kept as the product of its steps, g = F_k ... F_1 with
     F_j = exp(X_j V_j^T) = I + Y_j V_j^T (rank r each), and g^-1 = F_1^-1 ... F_k^-1 with
     F_j^-1 = I - Y_j K_j V_j^T, K_j = (I_r + V_j^T Y_j)^-1 (Woodbury; I_r + V_j^T Y_j = exp(V_j^T X_j) is invertible):
@@ -123,7 +123,8 @@ class FactoredOffset:
 
     A step appends one factor (an r x r inverse, no d x d work); a product of g or g^-1 with k vectors costs
     O(k d R), R = the steps' total rank, against O(k d^2) with dense g, g^-1 and O(d^2 r) per step to update them.
-    On GL(512) with a teleport batch of 20 (r = 40), a 10-step ascent does about a fifth of the dense path's work.
+    On 784-512-512-10 with a teleport batch of 20 (r = 40) an ascent step of gl_data then costs ~2.5 descent steps
+    instead of 3.8-4.5 (scripts/bench.py, 10 steps).
     ``GLPairSymmetry`` goes on densely once R would pass d (``dense``, ``dense_inverse``: O(d^2 R) once), and the
     action multiplies the weights by the factors too (O(d R) per row; exact as an LU: each factor's inverse is exact
     to rounding). Iterates share their older factors (an immutable tuple), so the solver can keep every one it
@@ -138,13 +139,13 @@ class FactoredOffset:
         self.parent_rows, self.last_rows = parent_rows, None
 
     @classmethod
-    def identity(cls, d: int, like: Tensor) -> "FactoredOffset":
+    def identity(cls, d: int, like: Tensor) -> "FactoredElement":
         return cls((), d, like)
 
-    def times_exp(self, Y: Tensor, V: Tensor) -> "FactoredOffset":
+    def times_exp(self, Y: Tensor, V: Tensor) -> "FactoredElement":
         """exp(X V^T) g, given exp(X V^T) = I + Y V^T."""
         K = torch.linalg.inv_ex(torch.eye(Y.shape[1], device=Y.device, dtype=Y.dtype) + V.T @ Y)[0]
-        return FactoredOffset(self.steps + ((Y, V, Y @ K),), self.width, Y, self.last_rows)
+        return FactoredElement(self.steps + ((Y, V, Y @ K),), self.width, Y, self.last_rows)
 
     def left(self, M: Tensor) -> Tensor:
         """g M (M: (d, k) or a vector (d,))."""
@@ -202,11 +203,11 @@ def step_basis(P: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
 
 def dense_coords(T) -> Tensor:
     """The d x d coordinates T of a GL element, whichever form the ascent kept them in."""
-    return T.dense() if isinstance(T, FactoredOffset) else T
+    return T.dense() if isinstance(T, FactoredElement) else T
 
 
 class ProbedElement:
-    """A group element (``KeptInverseElement`` or ``FactoredOffset``) whose products with batch-sized matrices
+    """A group element (``KeptInverseElement`` or ``FactoredElement``) whose products with batch-sized matrices
     (``rows``, ``right``, ``right_inv``: all the closed-form objective uses) add a zero "probe" tensor to their
     result, for the factored ``exp`` direction on wide layers.
 
@@ -415,9 +416,9 @@ class GLPairSymmetry(LayerPairSymmetry):
         self.parametrization = parametrization
 
     def element(self, T: Tensor, m: int, ctx):
-        """The group element of pair m with coordinates T (a ``FactoredOffset`` is one itself: its products with the
+        """The group element of pair m with coordinates T (a ``FactoredElement`` is one itself: its products with the
         weights cost O(d R) per row, never d x d work)."""
-        if isinstance(T, FactoredOffset):
+        if isinstance(T, FactoredElement):
             return T
         basis = self.basis(m, ctx)
         if basis is None:
@@ -425,9 +426,10 @@ class GLPairSymmetry(LayerPairSymmetry):
         return BatchSubgroupElement(T, basis)
 
     def identity(self, params, ctx) -> Coords:
-        """Zeros; a pair whose ascent is factored starts as an empty ``FactoredOffset`` (rank 0)."""
-        xi, factored = super().identity(params, ctx), self.factored_pairs(ctx)
-        return [FactoredOffset.identity(self.width(m), x) if m in factored else x for x, m in zip(xi, self.pairs)]
+        """Zeros; a pair whose ascent is factored starts as an empty ``FactoredElement`` (rank 0)."""
+        factored, ref = self.factored_pairs(ctx), params[0]
+        return [FactoredElement.identity(self.width(m), ref) if m in factored
+                else torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
 
     def elements(self, xi: Coords, ctx) -> dict:
         """{pair: group element} for all pairs (what the closed-form objective reads)."""
@@ -448,9 +450,10 @@ class GLPairSymmetry(LayerPairSymmetry):
         return "path" if self.parametrization == "exp" else "point"
 
     #: With ``exp``, a dense pair's ascent direction is computed in factored form (``ProbedElement``) when its width
-    #: is at least this many times the teleport batch: A then has rank <= 3 x batch << d, and a step costs
-    #: O(d^2 batch) instead of the O(d^3) of a d x d exponential and LU factorization (``linear`` needs neither:
-    #: its dense step is already O(d^2 batch) but for gl_data's one LU, and measured no slower than factored).
+    #: is at least this many times the teleport batch: A then has rank <= 3 x batch << d, and from the identity the
+    #: iterate is the product of its steps (``FactoredElement``): a step costs O(d R batch) for the steps' total
+    #: rank R, instead of the O(d^3) of a d x d exponential and LU factorization. ``linear`` is never factored:
+    #: its dense step is already O(d^2 batch) but for gl_data's one LU, and its point bound rescales T.
     factored_min_width_per_sample = 6
     #: closed-form objective available (``batch_objective.ClosedFormObjective`` sets it)
     uses_closed_form = False
@@ -495,9 +498,9 @@ class GLPairSymmetry(LayerPairSymmetry):
         return objective.detach(), directions
 
     def _factored_element(self, T, m: int, ctx):
-        """The element a factored direction is taken at: the iterate itself while it is a ``FactoredOffset``, else
+        """The element a factored direction is taken at: the iterate itself while it is a ``FactoredElement``, else
         the dense T with its kept inverse."""
-        if isinstance(T, FactoredOffset):
+        if isinstance(T, FactoredElement):
             return T
         return KeptInverseElement(T.detach(), self._inverse(T, m, ctx) if self.uses_inverse else None)
 
@@ -536,8 +539,8 @@ class GLPairSymmetry(LayerPairSymmetry):
         """Coordinates of exp(A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
         (exp(X) - I) g. Batch subgroup (coordinates U, basis V) or a factored step (dense T, step basis V):
         A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a 2r x 2r exponential); then U' = U + Y (I_r + V^T U),
-        or T' = T + Y V^T (I + T) with (I + T')^-1 by Woodbury (an r x r solve), or for a ``FactoredOffset`` new
-        factors (``FactoredOffset.times_exp``)."""
+        or T' = T + Y V^T (I + T) with (I + T')^-1 by Woodbury (an r x r solve), or for a ``FactoredElement`` new
+        factors (``FactoredElement.times_exp``)."""
         step_bases = {} if step_bases is None else step_bases
         kinds = []  # per pair: (kind, V)
         blocks = []
@@ -562,7 +565,7 @@ class GLPairSymmetry(LayerPairSymmetry):
             if kind == "subgroup":
                 out.append(torch.addmm(T + Y, Y, V.T @ T))
                 continue
-            if isinstance(T, FactoredOffset):
+            if isinstance(T, FactoredElement):
                 if T.rank + r <= T.width:
                     out.append(T.times_exp(Y, V))
                     continue
@@ -578,10 +581,10 @@ class GLPairSymmetry(LayerPairSymmetry):
             ctx.inverses[m] = (T_new, T_new._version, C_new)
         return out
 
-    def _to_dense(self, offset: FactoredOffset, m: int, ctx) -> Tensor:
-        """T = U W^T, with g^-1 kept in ``ctx.inverses``: where a factored iterate's rank would pass the width, the
-        dense form is the cheaper one from there on."""
-        T = offset.dense()
+    def _to_dense(self, element: FactoredElement, m: int, ctx) -> Tensor:
+        """T = g - I from the factors, with g^-1 kept in ``ctx.inverses``: where a factored iterate's rank would
+        pass the width, the dense form is the cheaper one from there on (formed once, O(d^2 R))."""
+        T = element.dense()
         if self.uses_inverse:
-            ctx.inverses[m] = (T, T._version, offset.dense_inverse())
+            ctx.inverses[m] = (T, T._version, element.dense_inverse())
         return T
