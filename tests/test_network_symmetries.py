@@ -11,7 +11,7 @@ from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.problems.test_functions import Booth
 from teleport_runner.symmetries.data_free import GLLinear, Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
-from teleport_runner.symmetries.layer_pairs import FactoredElement, dense_coords
+from teleport_runner.symmetries.layer_pairs import FactoredElement, dense_coords, step_basis
 from teleport_runner.teleport import GradientAscent
 
 # (symmetry factory, activation, bias): each symmetry on activations it is exact for
@@ -241,6 +241,29 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
                 inverse = torch.linalg.inv(torch.eye(T.width, dtype=T.dtype) + T.dense())
                 torch.testing.assert_close(T.dense_inverse(), inverse, rtol=1e-10, atol=1e-12)
     assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["full_rank", "dependent_columns", "zero"])
+def test_step_basis_gives_the_step_exactly_and_never_undercounts_its_norm(case, dtype):
+    """X V^T = P Q^T (what the step moves along) and ||X|| >= ||P Q^T|| (what the path bound counts), also where Q
+    has dependent columns or is zero (the Cholesky factor is regularized, never NaN)."""
+    gen = torch.Generator().manual_seed(0)
+    P = torch.randn(50, 6, generator=gen, dtype=dtype)
+    Q = torch.randn(50, 6, generator=gen, dtype=dtype)
+    if case == "dependent_columns":
+        Q[:, 3:] = Q[:, :3] @ torch.randn(3, 3, generator=gen, dtype=dtype)
+    elif case == "zero":
+        Q.zero_()
+    X, V = step_basis(P, Q)
+    A = P @ Q.T
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.isfinite(X).all() and torch.isfinite(V).all()
+    assert (X @ V.T - A).norm() <= tol * (P.norm() * Q.norm() + 1e-30)
+    assert X.norm() >= A.norm() * (1 - tol)
+    if case == "full_rank":
+        torch.testing.assert_close(V.T @ V, torch.eye(6, dtype=dtype), rtol=0, atol=100 * tol)
+        torch.testing.assert_close(X.norm(), A.norm(), rtol=tol, atol=0)
 
 
 def test_factored_offset_products_and_branches():

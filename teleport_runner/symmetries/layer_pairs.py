@@ -6,6 +6,7 @@ log-scales for rescaling), the identity at zero.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Sequence
 
@@ -77,9 +78,13 @@ class BatchSubgroupElement:
     """
 
     def __init__(self, U: Tensor, V: Tensor):
-        eye = torch.eye(V.shape[1], device=U.device, dtype=U.dtype)
-        self.K_inv = -torch.linalg.solve_ex(eye + V.T @ U, eye)[0]
         self.U, self.V = U, V
+
+    @functools.cached_property
+    def K_inv(self) -> Tensor:
+        """-(I_r + V^T U)^-1, formed on first use: actions that never divide by g (gl_hidden) skip the solve."""
+        eye = torch.eye(self.V.shape[1], device=self.U.device, dtype=self.U.dtype)
+        return -torch.linalg.solve_ex(eye + self.V.T @ self.U, eye)[0]
 
     def left(self, M: Tensor) -> Tensor:
         return M + self.U @ (self.V.T @ M)
