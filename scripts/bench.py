@@ -191,7 +191,8 @@ def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descen
     """Median over repeats of (one ascent step) / (one descent step), the two timed back to back in each repeat
     (this VM's speed drifts between minutes; a ratio of two timings taken apart would carry that drift).
     ``descent_step_s()`` times the runner's descent step; the ascent step is (t(N steps) - t(1 step)) / (N - 1) for
-    the default teleport.steps N = 10 (a factored step's cost grows with the step's index, see layer_pairs.py)."""
+    the default teleport.steps N = 10 (a factored step's cost grows with the step's index, see
+    gl_elements.FactoredElement)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 

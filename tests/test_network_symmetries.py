@@ -11,7 +11,7 @@ from teleport_runner.problems.regression import MLPRegression
 from teleport_runner.problems.test_functions import Booth
 from teleport_runner.symmetries.data_free import GLLinear, Rescale
 from teleport_runner.symmetries.gl_data import GLData, GLHidden
-from teleport_runner.symmetries.layer_pairs import FactoredElement, dense_coords, step_basis
+from teleport_runner.symmetries.gl_elements import FactoredElement, dense_coords, step_basis
 from teleport_runner.teleport import GradientAscent
 
 # (symmetry factory, activation, bias): each symmetry on activations it is exact for
@@ -98,7 +98,7 @@ def test_gradient_ascent_raises_grad_norm_on_the_level_set(case):
 def test_batch_subgroup_element_equals_the_dense_element_of_u_vt():
     """g = I + U V^T with its Woodbury inverse is exactly the dense I + U V^T and its inverse, and the coordinates
     are (d, r) with r the batch's rank, not d x d."""
-    from teleport_runner.symmetries.layer_pairs import BatchSubgroupElement, DenseElement, span_basis
+    from teleport_runner.symmetries.gl_elements import BatchSubgroupElement, DenseElement, span_basis
 
     gen = torch.Generator().manual_seed(0)
     d, r = 12, 4
@@ -119,7 +119,7 @@ def test_batch_subgroup_element_equals_the_dense_element_of_u_vt():
 
 @pytest.mark.parametrize("sizes", [(3, 7, 5), (40, 30, 12)])  # one block-diagonal call; a padded batch
 def test_matrix_exps_equals_one_exponential_per_matrix(sizes):
-    from teleport_runner.symmetries.layer_pairs import matrix_exps
+    from teleport_runner.symmetries.gl_elements import matrix_exps
 
     gen = torch.Generator().manual_seed(0)
     mats = [torch.randn(n, n, dtype=torch.float64, generator=gen) / n ** 0.5 for n in sizes]

@@ -3,7 +3,7 @@
 A group element g is given by coordinates ``xi`` (a list of tensors, the identity at zero) in which
 ``act(xi, params, ctx)`` is differentiable; teleport solvers only ever call this interface and never ask
 which symmetry they hold. A symmetry may keep an entry of ``xi`` in a form only it reads (the GL actions keep a
-wide layer's ``exp`` ascent iterate as the product of its low-rank steps, ``layer_pairs.FactoredElement``); such
+wide layer's ``exp`` ascent iterate as the product of its low-rank steps, ``gl_elements.FactoredElement``); such
 entries only occur with ``bound = "path"``, so a solver never scales or measures them, only passes them back.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Symmetry(ABC):
     def value_and_direction(self, xi: Coords, params: list[Tensor], batch: Batch, ctx: Any) -> tuple[Tensor, Coords]:
         """The objective at ``xi`` (detached) and the direction an ascent step takes from there (what ``retract``
         moves along, scaled by the step size). Default: autograd of ``grad_norm_sq`` in the coordinates, then
-        ``ascent_direction``; a symmetry may compute the direction another way (``layer_pairs.ProbedElement``)."""
+        ``ascent_direction``; a symmetry may compute the direction another way (``gl_elements.ProbedElement``)."""
         leaves = [x.detach().requires_grad_(True) for x in xi]
         with torch.enable_grad():
             objective = self.grad_norm_sq(leaves, params, batch, ctx, True)

@@ -51,7 +51,7 @@ class BatchContext:
 
     trace: NetworkTrace
     pairs: dict = field(default_factory=dict)
-    #: per pair, for factored ascent steps (``layer_pairs.ProbedElement``): (T, its version, (I + T)^-1) of the
+    #: per pair, for factored ascent steps (``gl_elements.ProbedElement``): (T, its version, (I + T)^-1) of the
     #: current iterate, and the orthonormal basis of the step being taken
     inverses: dict = field(default_factory=dict)
     step_bases: dict = field(default_factory=dict)
@@ -145,7 +145,7 @@ class ClosedFormObjective:
 
     def objective_at(self, elements: dict, params, ctx: BatchContext) -> Tensor:
         """The closed-form objective for given group elements {pair m: element}: anything with the products the
-        symmetry uses (``rows``, ``right``, ``right_inv``), e.g. ``layer_pairs.ProbedElement``."""
+        symmetry uses (``rows``, ``right``, ``right_inv``), e.g. ``gl_elements.ProbedElement``."""
         hidden = {m: self.hidden_after(g, m, ctx) for m, g in elements.items()}
         return teleported_grad_norm_sq(self.problem, ctx.trace, hidden,
                                        lambda l, delta: self.weight_vjp(l, delta, params, elements, hidden, ctx))

@@ -17,7 +17,8 @@ from torch import Tensor
 from ..errors import SymmetryMismatch, one_of
 from .base import Symmetry
 from .batch_objective import ClosedFormObjective
-from .layer_pairs import SUBGROUPS, GLPairSymmetry, inverse_activation, span_basis
+from .gl_elements import span_basis
+from .layer_pairs import SUBGROUPS, GLPairSymmetry, inverse_activation
 
 
 def _split(params, problem, m):
