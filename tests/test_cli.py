@@ -1,5 +1,6 @@
 """The CLI as a user runs it: overrides through a subprocess, and bad values rejected with a clear message."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -67,3 +68,23 @@ def test_schedule_outside_the_run_warns_and_names_the_steps(tmp_path):
     assert proc.returncode == 0
     assert "[50]" in proc.stderr and "Traceback" not in proc.stderr
     assert [e["step"] for e in read_jsonl(tmp_path / "run" / "teleports.jsonl")] == [4]
+
+
+def test_the_readme_extension_example_runs(tmp_path):
+    """README 'Code layout and extending': a problem from the user's own module and config folder (-cd)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (tmp_path / "my_problems.py").write_text(readme.split("# my_problems.py\n")[1].split("```")[0])
+    (tmp_path / "my_conf" / "problem").mkdir(parents=True)
+    (tmp_path / "my_conf" / "problem" / "cubic_valley.yaml").write_text(
+        "_target_: my_problems.CubicValley\nstart: [2.0, 1.0]\n")
+    summaries = {}
+    for teleport in ("gradient_ascent", "none"):
+        run_dir = tmp_path / teleport
+        proc = run_cli("-cd", str(tmp_path / "my_conf"), "problem=cubic_valley", "symmetry=level_set", "steps=500",
+                       f"teleport={teleport}", "logger=jsonl", "plots=false", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        summaries[teleport] = json.loads((run_dir / "summary.json").read_text())
+    teleported = summaries["gradient_ascent"]
+    assert teleported["n_teleports"] == 4 and teleported["n_teleports_rejected"] == 0
+    assert teleported["final_loss"] < 1e-2 * summaries["none"]["final_loss"]
