@@ -229,6 +229,9 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
         trails.append(trail)
     kinds = [[type(T).__name__ for T in xi] for _, xi in trails[0]]
     assert kinds[0] == ["FactoredElement"] * 2 and "Tensor" in kinds[-1], kinds
+    # gl_hidden never divides by g: its factors never form their Woodbury inverse; gl_data's do
+    inverses_formed = {"YK" in step.__dict__ for T in trails[0][0][1] for step in T.steps}
+    assert inverses_formed == ({False} if factory is GLHidden else {True})
     # The dense path's step exp(X) - I (||X|| ~ 0.04) carries matrix_exp's ~1e-12 relative error on exp(X): ~1e-10
     # on T; the factored step's 2r x 2r exponential is exact to ~1e-17 here (both checked against scipy's expm).
     for (v1, xi1), (v2, xi2) in zip(*trails):

@@ -115,13 +115,27 @@ class KeptInverseElement:
         return M @ self.C
 
 
+class LowRankFactor:
+    """One step F = I + Y V^T (Y, V: (d, r)) of a ``FactoredElement``, with the Woodbury term of its inverse,
+    F^-1 = I - (Y K) V^T, K = (I_r + V^T Y)^-1, formed on first use: actions that never divide by g (gl_hidden)
+    skip the r x r inverse (~45 us per pair and step on GL(512) at r = 40)."""
+
+    def __init__(self, Y: Tensor, V: Tensor):
+        self.Y, self.V = Y, V
+
+    @functools.cached_property
+    def YK(self) -> Tensor:
+        eye = torch.eye(self.Y.shape[1], device=self.Y.device, dtype=self.Y.dtype)
+        return self.Y @ torch.linalg.inv_ex(eye + self.V.T @ self.Y)[0]
+
+
 class FactoredElement:
     """An ``exp`` ascent iterate on a wide layer kept as the product of its steps, g = F_k ... F_1 with
     F_j = exp(X_j V_j^T) = I + Y_j V_j^T (rank r each), and g^-1 = F_1^-1 ... F_k^-1 with
     F_j^-1 = I - Y_j K_j V_j^T, K_j = (I_r + V_j^T Y_j)^-1 (Woodbury; I_r + V_j^T Y_j = exp(V_j^T X_j) is invertible):
     coordinates T = g - I that are never formed during the ascent.
 
-    A step appends one factor (an r x r inverse, no d x d work); a product of g or g^-1 with k vectors costs
+    A step appends one factor (no d x d work; ``LowRankFactor``); a product of g or g^-1 with k vectors costs
     O(k d R), R = the steps' total rank, against O(k d^2) with dense g, g^-1 and O(d^2 r) per step to update them.
     On 784-512-512-10 with a teleport batch of 20 (r = 40) an ascent step of gl_data then costs ~2.5 descent steps
     instead of 3.8-4.5 (scripts/bench.py, 10 steps).
@@ -131,8 +145,8 @@ class FactoredElement:
     visits."""
 
     def __init__(self, steps: tuple, width: int, like: Tensor, parent_rows: tuple | None = None):
-        self.steps, self.width = steps, width  # steps: ((Y_j, V_j, Y_j K_j), ...), oldest first
-        self.rank = sum(step[1].shape[1] for step in steps)
+        self.steps, self.width = steps, width  # steps: (LowRankFactor, ...), oldest first
+        self.rank = sum(step.V.shape[1] for step in steps)
         self.device, self.dtype = like.device, like.dtype
         # (M, M g^T) of the iterate this one stepped from: the objective applies g to the same batch activations
         # (a constant tensor) at every step, so one factor brings the parent's product up to date
@@ -144,14 +158,13 @@ class FactoredElement:
 
     def times_exp(self, Y: Tensor, V: Tensor) -> "FactoredElement":
         """exp(X V^T) g, given exp(X V^T) = I + Y V^T."""
-        K = torch.linalg.inv_ex(torch.eye(Y.shape[1], device=Y.device, dtype=Y.dtype) + V.T @ Y)[0]
-        return FactoredElement(self.steps + ((Y, V, Y @ K),), self.width, Y, self.last_rows)
+        return FactoredElement(self.steps + (LowRankFactor(Y, V),), self.width, Y, self.last_rows)
 
     def left(self, M: Tensor) -> Tensor:
         """g M (M: (d, k) or a vector (d,))."""
         product = torch.addmm if M.dim() == 2 else torch.addmv
-        for Y, V, _ in self.steps:
-            M = product(M, Y, V.T @ M)
+        for step in self.steps:
+            M = product(M, step.Y, step.V.T @ M)
         return M
 
     def rows(self, M: Tensor) -> Tensor:
@@ -159,22 +172,22 @@ class FactoredElement:
         operand, steps = M, self.steps
         if self.parent_rows is not None and self.parent_rows[0] is M:
             M, steps = self.parent_rows[1], steps[-1:]
-        for Y, V, _ in steps:
-            M = torch.addmm(M, M @ V, Y.T)
+        for step in steps:
+            M = torch.addmm(M, M @ step.V, step.Y.T)
         if not operand.requires_grad:
             self.last_rows = (operand, M)
         return M
 
     def right(self, M: Tensor) -> Tensor:
         """M g."""
-        for Y, V, _ in reversed(self.steps):
-            M = torch.addmm(M, M @ Y, V.T)
+        for step in reversed(self.steps):
+            M = torch.addmm(M, M @ step.Y, step.V.T)
         return M
 
     def right_inv(self, M: Tensor) -> Tensor:
         """M g^-1."""
-        for _, V, YK in self.steps:
-            M = torch.addmm(M, M @ YK, V.T, alpha=-1)
+        for step in self.steps:
+            M = torch.addmm(M, M @ step.YK, step.V.T, alpha=-1)
         return M
 
     def dense(self) -> Tensor:
