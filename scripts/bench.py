@@ -15,7 +15,9 @@ Prints a table and writes JSON with:
                                                                               target <= 3
   scaling              teleport (10 ascent steps) and descent time against width d and depth (paper fig. 6),
                        with fitted exponents; plot in scaling.png next to --out.
-All timings: medians over repeats after warm-up; CUDA events on a GPU (the script runs unchanged there).
+All timings: medians over repeats after warm-up; CUDA events on a GPU (the script runs unchanged there). Next to
+each median ratio the JSON (``spread``) and the table give the smallest and largest per-repeat ratio: on a shared
+machine a ratio moves with the machine's speed, and the spread shows by how much.
 """
 from __future__ import annotations
 
@@ -64,9 +66,10 @@ def marginal_step_s(short, long, n_steps: int) -> float:
     return (timer(long, 1, warmup=0) - timer(short, 1, warmup=0)) / n_steps
 
 
-def paired_marginal(plain, runner, n_steps: int, repeats: int) -> tuple[float, float]:
+def paired_marginal(plain, runner, n_steps: int, repeats: int) -> tuple[float, float, list[float]]:
     """Steady-state seconds per step of two loops (``marginal_step_s``), timed alternately in every repeat so a
-    slow phase of the machine hits both; medians over repeats, after one warm-up."""
+    slow phase of the machine hits both; medians over repeats, after one warm-up, and the [min, max] of the
+    per-repeat ratios plain / runner."""
     fns = {key: (make(n_steps), make(2 * n_steps)) for key, make in (("plain", plain), ("runner", runner))}
     for short, long in fns.values():
         short(), long()
@@ -74,7 +77,8 @@ def paired_marginal(plain, runner, n_steps: int, repeats: int) -> tuple[float, f
     for _ in range(repeats):
         for key, (short, long) in fns.items():
             samples[key].append(marginal_step_s(short, long, n_steps))
-    return statistics.median(samples["plain"]), statistics.median(samples["runner"])
+    ratios = [p / r for p, r in zip(samples["plain"], samples["runner"])]
+    return statistics.median(samples["plain"]), statistics.median(samples["runner"]), [min(ratios), max(ratios)]
 
 
 def timer(fn, repeats: int, warmup: int = 1) -> float:
@@ -187,9 +191,10 @@ def dataloader_epoch(problem, params, train: bool = True):
     return run
 
 
-def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s, repeats: int) -> float:
-    """Median over repeats of (one ascent step) / (one descent step), the two timed back to back in each repeat
-    (this VM's speed drifts between minutes; a ratio of two timings taken apart would carry that drift).
+def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s,
+                     repeats: int) -> tuple[float, list[float]]:
+    """Median and [min, max] over repeats of (one ascent step) / (one descent step), the two timed back to back in
+    each repeat (this VM's speed drifts between minutes; a ratio of two timings taken apart would carry that drift).
     ``descent_step_s()`` times the runner's descent step; the ascent step is (t(N steps) - t(1 step)) / (N - 1) for
     the default teleport.steps N = 10 (a factored step's cost grows with the step's index, see
     gl_elements.FactoredElement)."""
@@ -212,7 +217,7 @@ def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descen
         t1 = timer(lambda: one.search(problem, symmetry, w, batch, ctx, gen), 1)
         tn = timer(lambda: full.search(problem, symmetry, w, batch, ctx, gen), 1)
         ratios.append((tn - t1) / (n - 1) / descent_step_s())
-    return statistics.median(ratios)
+    return statistics.median(ratios), [min(ratios), max(ratios)]
 
 
 def scaling(out_png: Path) -> dict:
@@ -275,13 +280,14 @@ def main() -> None:
             idx.write_synthetic(data_root, "mnist", n_train=60000, n_test=1000)
             data_note = "synthetic MNIST-shaped data (real files not found)"
     result = {"device": str(DEVICE), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {}}
+              "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {},
+              "spread": {"descent_vs_plain": {}, "ascent_step_cost": {}}}
     for name in args.workloads:
         overrides = WORKLOADS[name]
         problem, _, _, _, params, optimizer = setup(overrides, data_root)
-        plain_s, runner_s = paired_marginal(lambda n: plain_steps(problem, params, n),
-                                            lambda n: runner_steps(problem, params, optimizer, n, tmp / name),
-                                            args.steps, args.repeats)
+        plain_s, runner_s, result["spread"]["descent_vs_plain"][name] = paired_marginal(
+            lambda n: plain_steps(problem, params, n),
+            lambda n: runner_steps(problem, params, optimizer, n, tmp / name), args.steps, args.repeats)
         result["descent_vs_plain"][name] = plain_s / runner_s
         result["step_time_s"][name] = {"plain": plain_s, "runner": runner_s}
         steps = max(20, args.steps // 3)
@@ -291,11 +297,12 @@ def main() -> None:
             return marginal_step_s(*runs, steps)
 
         for label, sym, settings in SYMMETRIES[problem.name if problem.name in SYMMETRIES else "mnist"]:
+            key = f"{name}/{label}"
             try:
-                result["ascent_step_cost"][f"{name}/{label}"] = ascent_step_cost(problem, params, sym, settings,
-                                                                                 descent_step_s, args.repeats)
+                result["ascent_step_cost"][key], result["spread"]["ascent_step_cost"][key] = ascent_step_cost(
+                    problem, params, sym, settings, descent_step_s, args.repeats)
             except Exception as exc:  # a symmetry that does not fit the workload is reported, not fatal
-                result["ascent_step_cost"][f"{name}/{label}"] = f"n/a: {exc}"
+                result["ascent_step_cost"][key] = f"n/a: {exc}"
         console.print(f"[dim]{name}: done[/dim]")
     if EPOCH_WORKLOAD in args.workloads:
         problem, _, _, _, params, optimizer = setup(WORKLOADS[EPOCH_WORKLOAD], data_root)
@@ -319,24 +326,30 @@ def main() -> None:
     table.add_column("metric")
     table.add_column("workload", no_wrap=True)
     table.add_column("ratio", justify="right")
+    table.add_column("repeats", justify="right")
     table.add_column("target")
     table.add_column("measured")
+
+    def spread(metric: str, name: str) -> str:
+        low_high = result["spread"][metric].get(name)
+        return f"{low_high[0]:.2f}-{low_high[1]:.2f}" if low_high else ""
+
     for name, ratio in result["descent_vs_plain"].items():
         times = result["step_time_s"][name]
-        table.add_row("descent_vs_plain", name, f"{ratio:.2f}", ">= 0.9",
+        table.add_row("descent_vs_plain", name, f"{ratio:.2f}", spread("descent_vs_plain", name), ">= 0.9",
                       f"plain {times['plain'] * 1e3:.3f} ms/step, runner {times['runner'] * 1e3:.3f} ms/step")
     if "epoch_vs_dataloader" in result:
         epoch = result["epoch_vs_dataloader"]
-        table.add_row("epoch_vs_dataloader", EPOCH_WORKLOAD, f"{epoch[EPOCH_WORKLOAD]:.2f}", ">= 3",
+        table.add_row("epoch_vs_dataloader", EPOCH_WORKLOAD, f"{epoch[EPOCH_WORKLOAD]:.2f}", "", ">= 3",
                       f"DataLoader {epoch['dataloader_epoch_s']:.2f} s/epoch (loading alone "
                       f"{epoch['dataloader_loading_only_s']:.2f} s), runner {epoch['runner_epoch_s']:.2f} s, "
                       f"bound {epoch['bound_with_free_data']:.2f}")
     for name, ratio in result["ascent_step_cost"].items():
         table.add_row("ascent_step_cost", Text(name), f"{ratio:.2f}" if isinstance(ratio, float) else Text(ratio),
-                      "<= 3")
+                      spread("ascent_step_cost", name), "<= 3")
     if "scaling" in result:
         for key, value in result["scaling"]["fitted_exponents"].items():
-            table.add_row("scaling exponent", key, f"{value:.2f}", "")
+            table.add_row("scaling exponent", key, f"{value:.2f}", "", "")
     console.print(table)
     console.print(f"written: {args.out}")
 

@@ -270,4 +270,9 @@ def test_bench_script_writes_ratios(tmp_path):
     assert set(result["ascent_step_cost"]) == {"rosenbrock/level_set"}
     ratios = [result["descent_vs_plain"]["rosenbrock"], result["ascent_step_cost"]["rosenbrock/level_set"]]
     assert all(math.isfinite(r) and r > 0 for r in ratios)
+    # next to each median, the smallest and largest per-repeat ratio (one repeat here: both equal the median)
+    spreads = [result["spread"]["descent_vs_plain"]["rosenbrock"],
+               result["spread"]["ascent_step_cost"]["rosenbrock/level_set"]]
+    for ratio, (low, high) in zip(ratios, spreads):
+        assert low == pytest.approx(ratio) and high == pytest.approx(ratio)
     assert "descent_vs_plain" in proc.stdout and "ascent_step_cost" in proc.stdout
