@@ -225,7 +225,7 @@ def scaling(out_png: Path) -> dict:
     for d, depth in [(d, 3) for d in (32, 64, 128, 256, 512)] + [(128, L) for L in range(3, 10)]:
         problem, symmetry, _, _, params, optimizer = setup(
             ["problem=mlp_regression", f"problem.dims=[{','.join([str(d)] * (depth + 1))}]",
-             f"problem.n_samples={d}", "problem.init=default", "symmetry=gl_data", "teleport=gradient_ascent"], "")
+             f"problem.n_samples={d}", "problem.init=default", "symmetry=gl_data"], "")
         symmetry.bind(problem)
         w, batch = [p.detach() for p in params], problem.train_batch(0)
         solver = GradientAscent(steps=10, lr=1e-12)
