@@ -37,6 +37,8 @@ class Run:
     summary: dict
     config: dict  # flattened: {"teleport._target_": "...", "optimizer.lr": 0.08, ...}
     group: tuple = ()
+    #: the config-group options Hydra composed the run from ({"teleport": "none", ...}, .hydra/hydra.yaml)
+    choices: dict = field(default_factory=dict)
 
     @property
     def seed(self):
@@ -82,11 +84,19 @@ def find_runs(paths) -> list[Run]:
             summary = json.loads(file.read_text())
             cfg_file = run_dir / ".hydra" / "config.yaml"
             config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.exists() else {}
-            runs.append(Run(run_dir, summary, flatten(config)))
+            runs.append(Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml")))
     if not runs:
         raise UserError(f"teleport-report: no summary.json under {', '.join(map(str, paths))}; nothing to report. "
                         "Pass the directories teleport-train wrote (outputs/runs/... or outputs/multirun/...).")
     return runs
+
+
+def _choices(hydra_file: Path) -> dict:
+    """The option of each config group the run was composed from, as Hydra recorded it (empty if unknown)."""
+    if not hydra_file.exists():
+        return {}
+    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices", default=None) or {}
+    return {str(k): str(v) for k, v in choices.items() if v is not None}
 
 
 def _ignored(key: str) -> bool:
@@ -103,8 +113,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for r in runs:
         groups.setdefault(r.group, Group(r.group, "")).runs.append(r)
     shown = _label_keys(runs, varying)
+    names = _option_names(runs, [k for k in shown if k.endswith("._target_")])
     for g in groups.values():
-        parts = [f"{_short_key(k)}={_short_value(v)}" for k, v in g.key if k in shown]
+        parts = [f"{_short_key(k)}={names.get((k, repr(v))) or _short_value(v)}" for k, v in g.key if k in shown]
         g.label = ", ".join(parts) or "all runs"
     return sorted(groups.values(), key=lambda g: (not g.runs[0].is_baseline, g.label))
 
@@ -123,6 +134,20 @@ def _label_keys(runs, varying) -> set:
                 continue
         shown.add(k)
     return shown
+
+
+def _option_names(runs, target_keys) -> dict:
+    """{(key, repr(target)): option} for each varying ``<group>._target_`` whose targets and the config-group options
+    Hydra composed them from match one to one (``teleport=none`` rather than the class name ``NoTeleport``, as the
+    user typed it); other targets keep their class name."""
+    names = {}
+    for key in target_keys:
+        group = _short_key(key)
+        pairs = {(repr(r.config.get(key, MISSING)), r.choices.get(group)) for r in runs}
+        targets, options = {t for t, _ in pairs}, {o for _, o in pairs}
+        if None not in options and len(pairs) == len(targets) == len(options):
+            names.update({(key, t): o for t, o in pairs})
+    return names
 
 
 def _short_key(key: str) -> str:

@@ -45,11 +45,12 @@ def test_multirun_2x2_then_report(tmp_path):
     report = subprocess.run([sys.executable, "-m", "teleport_runner.report", str(sweep)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
-    assert "teleport=NoTeleport" in report.stdout and "teleport=GradientAscent" in report.stdout
+    # groups are named by the options the sweep gave (Hydra's recorded choices), not by class names
+    assert "teleport=none" in report.stdout and "teleport=gradient_ascent" in report.stdout
     md = (sweep / "report.md").read_text()
     assert "4 runs in 2 groups" in md
-    assert "| teleport=NoTeleport | 2/2 |" in md and "| teleport=GradientAscent | 2/2 |" in md
-    assert "| teleport=GradientAscent | teleport=NoTeleport | 2 |" in md  # the paired speed-up row
+    assert "| teleport=none | 2/2 |" in md and "| teleport=gradient_ascent | 2/2 |" in md
+    assert "| teleport=gradient_ascent | teleport=none | 2 |" in md  # the paired speed-up row
     for name in ("loss_vs_step", "loss_vs_time", "grad_vs_loss"):
         png = sweep / f"report_{name}.png"
         assert png.stat().st_size > 5000 and f"]({png.name})" in md
@@ -87,6 +88,29 @@ def test_report_numbers_and_pairing(tmp_path):
     assert out["results"][1]["teleport cost (steps)"] == "20 ± 0"  # 0.1 s / (0.5 s / 100 steps)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Runs that did not complete" in md and "diverged" in md
+
+
+def test_report_labels_use_the_config_options_when_they_name_one_target(tmp_path):
+    """Groups are labelled by the config-group option Hydra recorded (teleport=none), and by the class name when an
+    option name does not identify one target (a ``teleport._target_=`` override under the same option)."""
+    from teleport_runner.report import build_report
+
+    def fake(root, name, target, option):
+        run = root / name
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"seed: 0\nteleport:\n  _target_: teleport_runner.{target}\n")
+        (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      teleport: {option}\n")
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "seed": 0, "steps": 10,
+                                                      "final_loss": 1.0, "steps_to_loss": {}}))
+
+    fake(tmp_path / "a", "x", "NoTeleport", "none")
+    fake(tmp_path / "a", "y", "GradientAscent", "gradient_ascent")
+    labels = [g.label for g in build_report([tmp_path / "a"], tmp_path / "ra", figures=False)["groups"]]
+    assert labels == ["teleport=none", "teleport=gradient_ascent"]
+    fake(tmp_path / "b", "x", "RandomSearch", "gradient_ascent")
+    fake(tmp_path / "b", "y", "GradientAscent", "gradient_ascent")
+    labels = [g.label for g in build_report([tmp_path / "b"], tmp_path / "rb", figures=False)["groups"]]
+    assert sorted(labels) == ["teleport=GradientAscent", "teleport=RandomSearch"]
 
 
 def test_failing_job_does_not_stop_the_sweep(tmp_path):
