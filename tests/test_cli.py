@@ -25,6 +25,15 @@ def test_overrides_reach_the_run(tmp_path):
     assert losses[1] == pytest.approx((x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2, rel=1e-5)
 
 
+def test_help_names_the_tool_its_starting_commands_and_every_group():
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("teleport-train: gradient descent with symmetry teleportation")
+    assert "teleport-report outputs/multirun/<time>" in proc.stdout
+    for group in ("experiment", "problem", "symmetry", "teleport", "optimizer", "schedule", "logger"):
+        assert f"\n{group}: " in proc.stdout  # Hydra's list of the group's options follows the header
+
+
 BAD_OVERRIDES = [
     # (overrides, words the message must contain)
     (["experiment=nope"], ["experiment/nope", "paper_booth", "paper_rosenbrock"]),
