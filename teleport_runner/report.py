@@ -113,7 +113,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for r in runs:
         groups.setdefault(r.group, Group(r.group, "")).runs.append(r)
     shown = _label_keys(runs, varying)
-    names = _option_names(runs, [k for k in shown if k.endswith("._target_")])
+    names = _option_names(runs, [k for k in shown if k.endswith("._target_")]) | _float_texts(runs, shown)
     for g in groups.values():
         parts = [f"{_short_key(k)}={names.get((k, repr(v))) or _short_value(v)}" for k, v in g.key if k in shown]
         g.label = ", ".join(parts) or "all runs"
@@ -148,6 +148,21 @@ def _option_names(runs, target_keys) -> dict:
         if None not in options and len(pairs) == len(targets) == len(options):
             names.update({(key, t): o for t, o in pairs})
     return names
+
+
+def _float_texts(runs, keys) -> dict:
+    """{(key, repr(value)): text} for float values, with the fewest significant digits (4, 6, 8, else all) that
+    keep the key's values apart: an Optuna sweep's teleport.lr=0.1134, not 0.11336766867014442."""
+    texts = {}
+    for key in keys:
+        values = {r.config.get(key) for r in runs}
+        floats = {v for v in values if isinstance(v, float)}
+        for digits in (4, 6, 8, None):
+            shown = {v: repr(v) if digits is None else f"{v:.{digits}g}" for v in floats}
+            if len(set(shown.values())) == len(floats):
+                texts.update({(key, repr(v)): text for v, text in shown.items()})
+                break
+    return texts
 
 
 def _short_key(key: str) -> str:

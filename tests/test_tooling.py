@@ -90,15 +90,16 @@ def test_report_numbers_and_pairing(tmp_path):
     assert "Runs that did not complete" in md and "diverged" in md
 
 
-def test_report_labels_use_the_config_options_when_they_name_one_target(tmp_path):
+def test_report_labels_name_options_as_typed_and_floats_short(tmp_path):
     """Groups are labelled by the config-group option Hydra recorded (teleport=none), and by the class name when an
     option name does not identify one target (a ``teleport._target_=`` override under the same option)."""
     from teleport_runner.report import build_report
 
-    def fake(root, name, target, option):
+    def fake(root, name, target, option, lr=0.1):
         run = root / name
         (run / ".hydra").mkdir(parents=True)
-        (run / ".hydra" / "config.yaml").write_text(f"seed: 0\nteleport:\n  _target_: teleport_runner.{target}\n")
+        (run / ".hydra" / "config.yaml").write_text(
+            f"seed: 0\nteleport:\n  _target_: teleport_runner.{target}\n  lr: {lr!r}\n")
         (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      teleport: {option}\n")
         (run / "summary.json").write_text(json.dumps({"status": "completed", "seed": 0, "steps": 10,
                                                       "final_loss": 1.0, "steps_to_loss": {}}))
@@ -111,6 +112,14 @@ def test_report_labels_use_the_config_options_when_they_name_one_target(tmp_path
     fake(tmp_path / "b", "y", "GradientAscent", "gradient_ascent")
     labels = [g.label for g in build_report([tmp_path / "b"], tmp_path / "rb", figures=False)["groups"]]
     assert sorted(labels) == ["teleport=GradientAscent", "teleport=RandomSearch"]
+    # float settings (an Optuna sweep's) get the fewest significant digits that keep them apart
+    fake(tmp_path / "c", "x", "GradientAscent", "gradient_ascent", lr=0.11336766867014442)
+    fake(tmp_path / "c", "y", "GradientAscent", "gradient_ascent", lr=0.3534234664650461)
+    labels = [g.label for g in build_report([tmp_path / "c"], tmp_path / "rc", figures=False)["groups"]]
+    assert sorted(labels) == ["teleport.lr=0.1134", "teleport.lr=0.3534"]
+    fake(tmp_path / "c", "z", "GradientAscent", "gradient_ascent", lr=0.1133677)  # equal to x's at 6 digits
+    labels = [g.label for g in build_report([tmp_path / "c"], tmp_path / "rc", figures=False)["groups"]]
+    assert sorted(labels) == ["teleport.lr=0.11336767", "teleport.lr=0.1133677", "teleport.lr=0.35342347"]
 
 
 def test_failing_job_does_not_stop_the_sweep(tmp_path):
