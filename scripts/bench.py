@@ -248,10 +248,17 @@ def scaling(out_png: Path) -> dict:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, data, key, label in ((axes[0], width, "d", "width d"), (axes[1], deep, "layers", "layers")):
-        ax.plot([r[key] for r in data], [r["teleport_s"] for r in data], "o-", label="teleport (10 ascent steps)")
-        ax.plot([r[key] for r in data], [r["descent_step_s"] for r in data], "s-", label="descent step")
+    panels = ((axes[0], width, "d", "width d (3 layers)"), (axes[1], deep, "layers", "layers (d = 128)"))
+    for ax, data, key, label in panels:
+        xs, var = [r[key] for r in data], "d" if key == "d" else "L"
+        fit = "vs_d" if key == "d" else "vs_layers"
+        ax.plot(xs, [r["teleport_s"] for r in data], "o-",
+                label=f"teleport, 10 ascent steps (~ {var}^{fits['teleport_' + fit]:.2f})")
+        ax.plot(xs, [r["descent_step_s"] for r in data], "s-",
+                label=f"descent step (~ {var}^{fits['descent_' + fit]:.2f})")
         ax.set(xlabel=label, ylabel="seconds", xscale="log", yscale="log")
+        ax.set_xticks(xs, [str(x) for x in xs])  # the measured sizes, not log-scale minor ticks
+        ax.minorticks_off()
         ax.legend()
     fig.suptitle(f"teleport and descent time ({DEVICE.type})")
     fig.tight_layout()

@@ -309,3 +309,23 @@ def test_bench_script_writes_ratios(tmp_path):
     for ratio, (low, high) in zip(ratios, spreads):
         assert low == pytest.approx(ratio) and high == pytest.approx(ratio)
     assert "descent_vs_plain" in proc.stdout and "ascent_step_cost" in proc.stdout
+
+
+def test_bench_scaling_sweep_fits_exponents_and_draws_them(tmp_path):
+    """The scaling sweep alone (no workloads, ~15 s): 5 widths and 7 depths timed, four fitted exponents, the plot.
+    On the CPU times grow with size, so every exponent is positive (the values themselves are machine-dependent;
+    the README has them)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/bench.py", "--out", str(out), "--workloads"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    scaling = result["scaling"]
+    assert [(r["d"], r["layers"]) for r in scaling["rows"]] == \
+        [(d, 3) for d in (32, 64, 128, 256, 512)] + [(128, depth) for depth in range(3, 10)]
+    fits = scaling["fitted_exponents"]
+    assert set(fits) == {"teleport_vs_d", "descent_vs_d", "teleport_vs_layers", "descent_vs_layers"}
+    assert all(math.isfinite(value) for value in fits.values())
+    if result["device"] == "cpu":  # compute-bound here; on a GPU the small sizes are launch-bound (flat)
+        assert all(0 < value < 4 for value in fits.values())
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
