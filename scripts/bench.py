@@ -268,12 +268,13 @@ def scaling(out_png: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--out", default="bench.json", help="the JSON result; scaling.png is written beside it")
     parser.add_argument("--steps", type=int, default=300, help="descent steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per ratio (the median is reported)")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out the width/depth scaling sweep")
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS),
-                        help=f"a subset of the workloads (default: all; epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
+                        help=f"a subset of the workloads (default: all; none: only the scaling sweep; "
+                             f"epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
     args = parser.parse_args()
     console = Console(width=180)
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
