@@ -68,7 +68,7 @@ class ImageClassifier(NetworkProblem):
                               f"{n} training images in {folder}.")
         if n_train < self.batch_size:
             raise ConfigError(f"Invalid problem.n_train={n_train}: smaller than batch_size={self.batch_size}.")
-        split = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        split = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)), device="cpu")
         self.x_train, self.y_train = self._to_device(images[split[:n_train]], labels[split[:n_train]])
         self.x_val, self.y_val = self._to_device(images[split[n - n_val:]], labels[split[n - n_val:]])
         self.x_test, self.y_test = self._to_device(*idx.load_split(folder, "test"))
@@ -88,7 +88,7 @@ class ImageClassifier(NetworkProblem):
         by (seed, epoch), cached for the current epoch."""
         if self._perm_epoch != epoch:
             gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch) + 1)
-            self._perm = torch.randperm(self.n_train, generator=gen).to(self.device)
+            self._perm = torch.randperm(self.n_train, generator=gen, device="cpu").to(self.device)
             self._perm_epoch = epoch
         return self._perm
 

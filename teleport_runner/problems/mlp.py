@@ -120,10 +120,12 @@ class NetworkProblem(Problem):
     def uniform_init(self, generator: torch.Generator) -> list[Tensor]:
         """nn.Linear's default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn on the CPU in float64 from
         ``generator`` and then cast, so the same seed gives the same network on every device and dtype."""
+        def uniform(*shape, bound):
+            return (torch.rand(*shape, generator=generator, dtype=torch.float64, device="cpu") * 2 - 1) * bound
+
         params = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            bound = fan_in ** -0.5
-            params.append((torch.rand(fan_out, fan_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+            params.append(uniform(fan_out, fan_in, bound=fan_in ** -0.5))
             if self.bias:
-                params.append((torch.rand(fan_out, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+                params.append(uniform(fan_out, bound=fan_in ** -0.5))
         return [p.to(device=self.device, dtype=self.dtype).requires_grad_(True) for p in params]

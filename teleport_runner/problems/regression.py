@@ -41,7 +41,7 @@ class MLPRegression(NetworkProblem):
         super().setup(device, dtype, seed)
         # One CPU float64 stream: data first, then weights, so a seed means the same problem everywhere.
         gen = torch.Generator().manual_seed(int(seed))
-        draw = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+        draw = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64, device="cpu")  # noqa: E731
         self.x64, self.y64 = draw(self.n_samples, self.sizes[0]), draw(self.n_samples, self.sizes[-1])
         if self.init == "uniform01":
             self._init64 = []

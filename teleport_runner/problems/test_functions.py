@@ -86,7 +86,7 @@ class Quadratic(LevelSetProblem):
                  start: Sequence[float] = (8.0, -2.0)):
         self.A_list = [[float(v) for v in row] for row in A]
         self.dim = len(self.A_list)
-        A_t = torch.tensor(self.A_list, dtype=torch.float64)
+        A_t = torch.tensor(self.A_list, dtype=torch.float64, device="cpu")
         if A_t.ndim != 2 or A_t.shape[0] != A_t.shape[1]:
             raise ConfigError(f"Invalid problem.A: {self.A_list!r} is not a square matrix.")
         if not torch.allclose(A_t, A_t.T):
