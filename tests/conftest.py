@@ -8,11 +8,36 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from torch.overrides import TorchFunctionMode
 
+import teleport_runner
 from teleport_runner.train import CONFIG_DIR, run
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE = str(Path(teleport_runner.__file__).parent)
+TORCH = str(Path(torch.__file__).parent)
+
+
+class PackageCalls(TorchFunctionMode):
+    """Records ``"torch.<name> at <file>:<line>"`` for each torch function or tensor method, called from
+    teleport_runner's own code (the first caller outside torch), for which ``wanted(func, kwargs)`` is true."""
+
+    def __init__(self, wanted):
+        super().__init__()
+        self.wanted, self.calls = wanted, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.wanted(func, kwargs):
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename.startswith(TORCH):
+                frame = frame.f_back
+            if frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
+                name = getattr(func, "__name__", str(func))
+                self.calls.append(f"torch.{name} at {frame.f_code.co_filename}:{frame.f_lineno}")
+        return func(*args, **kwargs)
 
 
 def compose_cfg(*overrides: str):

@@ -11,20 +11,15 @@ data are drawn on the CPU on purpose, for the same numbers on every device: thos
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
-import teleport_runner
-from conftest import compose_cfg
+from conftest import PACKAGE, PackageCalls, compose_cfg
 from teleport_runner.problems import data as idx
 from teleport_runner.train import run
 
-PACKAGE = str(Path(teleport_runner.__file__).parent)
-TORCH = str(Path(torch.__file__).parent)
 try:  # the factories torch.set_default_device redirects
     from torch.utils._device import _device_constructors
     FACTORIES = _device_constructors()
@@ -33,26 +28,13 @@ except ImportError:  # a private helper: fall back to the common ones
                  torch.as_tensor, torch.rand, torch.randn, torch.randint, torch.randperm, torch.linspace}
 
 
-class ImplicitDeviceCalls(TorchFunctionMode):
-    """Records (function, file:line) of each tensor factory called from teleport_runner without ``device=``."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in FACTORIES and kwargs.get("device") is None:
-            frame = sys._getframe(1)
-            while frame is not None and frame.f_code.co_filename.startswith(TORCH):
-                frame = frame.f_back  # the first caller outside torch
-            if frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
-                self.calls.append(f"torch.{func.__name__} at {frame.f_code.co_filename}:{frame.f_lineno}")
-        return func(*args, **kwargs)
+def implicit_device_calls() -> PackageCalls:
+    """Records each tensor factory called from teleport_runner without ``device=``."""
+    return PackageCalls(lambda func, kwargs: func in FACTORIES and kwargs.get("device") is None)
 
 
 def run_recorded(cfg, run_dir) -> tuple[dict, list[str]]:
-    with ImplicitDeviceCalls() as recorder:
+    with implicit_device_calls() as recorder:
         summary = run(cfg, run_dir)
     return summary, recorder.calls
 
@@ -110,13 +92,13 @@ def test_the_recorder_sees_a_factory_called_without_a_device():
     """The check itself: teleport_runner code that calls ``torch.eye(n)`` is recorded, ``device=`` is not."""
     from teleport_runner.symmetries import gl_elements
 
-    with ImplicitDeviceCalls() as recorder:
+    with implicit_device_calls() as recorder:
         gl_elements.torch.eye(3)  # from this file: not the package's code, so not recorded
         torch.eye(3, device="cpu")
     assert recorder.calls == []
     namespace = {"torch": torch, "__name__": "probe"}
     exec(compile("def make():\n    return torch.eye(3)\n", str(Path(PACKAGE) / "probe.py"), "exec"), namespace)
-    with ImplicitDeviceCalls() as recorder:
+    with implicit_device_calls() as recorder:
         namespace["make"]()
     assert len(recorder.calls) == 1 and recorder.calls[0].startswith("torch.eye at ")
 

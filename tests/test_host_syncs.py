@@ -1,0 +1,85 @@
+"""No host sync per descent step, and none per ascent step, counted without a GPU.
+
+On a GPU a host sync (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``, ``.cpu()``, ...) waits for every
+queued kernel, so one per step caps the speed whatever the kernels cost. The runner keeps per-step metrics on the
+device and copies them in one sync per flush (every 200 steps), at epoch ends (validation) and once per teleport
+(its guard and the solver's choice of the best iterate). These tests count the syncs made from the package's own
+code during real runs (a ``TorchFunctionMode`` sees tensor methods too) and check that they do not grow with the
+number of descent steps between flushes, nor with the number of ascent steps in a teleport.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import Tensor
+
+from conftest import PACKAGE, PackageCalls, compose_cfg
+from teleport_runner.problems import data as idx
+from teleport_runner.train import run
+
+SYNCS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,
+         Tensor.cpu, Tensor.numpy}
+
+
+def count_syncs(tmp_path, *overrides) -> tuple[int, dict]:
+    with PackageCalls(lambda func, kwargs: func in SYNCS) as recorder:
+        summary = run(compose_cfg(*overrides, "device=cpu"), tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+    assert summary["status"] == "completed", summary.get("message")
+    return len(recorder.calls), summary
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory) -> str:
+    return str(idx.write_synthetic(tmp_path_factory.mktemp("data"), "mnist", n_train=1200, n_test=40).parents[1])
+
+
+def test_descent_steps_make_no_host_sync_between_flushes(tmp_path):
+    """400 more descent steps (metrics logged at every one) add two flushes' syncs, not 400."""
+    short, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=200")
+    long, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=600")
+    assert 0 < long - short <= 2 * 4, (short, long)
+
+
+def test_mini_batch_epochs_sync_per_epoch_not_per_step(tmp_path, mnist_root):
+    """MNIST-shaped, 50 steps per epoch: two more epochs add their validation and flush syncs only."""
+    settings = ["problem=mnist", f"problem.data.root={mnist_root}", "problem.n_train=1000", "problem.n_val=100",
+                "problem.hidden=[16,10]", "teleport=none"]
+    one, _ = count_syncs(tmp_path, *settings, "epochs=1")
+    three, _ = count_syncs(tmp_path, *settings, "epochs=3")
+    assert 0 < three - one <= 2 * 8, (one, three)
+
+
+ASCENT_CASES = {
+    "level_set": ["experiment=paper_rosenbrock", "steps=250", "dtype=float64"],
+    "gl_data linear, point bound": ["experiment=paper_regression", "steps=20"],
+    "gl_data exp, path bound": ["experiment=paper_regression", "steps=20", "symmetry.parametrization=exp"],
+    "gl_hidden exp, batch subgroup": ["experiment=paper_regression", "steps=20", "symmetry=gl_hidden",
+                                      "symmetry.parametrization=exp", "symmetry.subgroup=batch"],
+    "rescale": ["experiment=relu_rescale", "steps=20"],
+}
+
+
+@pytest.mark.parametrize("case", list(ASCENT_CASES))
+def test_ascent_steps_make_no_host_sync(case, tmp_path):
+    """A teleport of 12 ascent steps makes exactly the syncs of one of 4: its guard's and the final choice."""
+    few, first = count_syncs(tmp_path, *ASCENT_CASES[case], "teleport.steps=4")
+    many, second = count_syncs(tmp_path, *ASCENT_CASES[case], "teleport.steps=12")
+    assert first["n_teleports"] == second["n_teleports"] >= 1
+    assert few == many
+
+
+def test_the_count_sees_a_sync_in_the_package(tmp_path, monkeypatch):
+    """The check itself: a descent step that reads its loss on the host (a classic slow loop) is counted, when
+    that code is the package's (compiled here under a file name inside teleport_runner/)."""
+    from teleport_runner import loop
+
+    source = ("def add_and_read(self, step, loss, params, elapsed):\n"
+              "    loss.item()  # what the runner must not do per step\n"
+              "    return add(self, step, loss, params, elapsed)\n")
+    namespace = {"add": loop.MetricBuffer.add}
+    exec(compile(source, str(Path(PACKAGE) / "slow_loop.py"), "exec"), namespace)
+    monkeypatch.setattr(loop.MetricBuffer, "add", namespace["add_and_read"])
+    short, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=200")
+    long, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=600")
+    assert long - short >= 400
