@@ -248,10 +248,10 @@ def scaling(out_png: Path) -> dict:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    panels = ((axes[0], width, "d", "width d (3 layers)"), (axes[1], deep, "layers", "layers (d = 128)"))
-    for ax, data, key, label in panels:
-        xs, var = [r[key] for r in data], "d" if key == "d" else "L"
-        fit = "vs_d" if key == "d" else "vs_layers"
+    panels = ((axes[0], width, "d", "width d (3 layers)", "d", "vs_d"),
+              (axes[1], deep, "layers", "layers (d = 128)", "L", "vs_layers"))
+    for ax, data, key, label, var, fit in panels:
+        xs = [r[key] for r in data]
         ax.plot(xs, [r["teleport_s"] for r in data], "o-",
                 label=f"teleport, 10 ascent steps (~ {var}^{fits['teleport_' + fit]:.2f})")
         ax.plot(xs, [r["descent_step_s"] for r in data], "s-",
