@@ -5,13 +5,15 @@ queued kernel, so one per step caps the speed whatever the kernels cost. The run
 device and copies them in one sync per flush (every 200 steps), at epoch ends (validation) and once per teleport
 (its guard and the solver's choice of the best iterate). These tests count the syncs made from the package's own
 code during real runs (a ``TorchFunctionMode`` sees tensor methods too) and check that they do not grow with the
-number of descent steps between flushes, nor with the number of ascent steps in a teleport.
+number of descent steps between flushes, nor with the number of ascent steps in a teleport; and that the work
+meant to be done once per teleport (a pseudo-inverse, the network's forward trace) is not redone per ascent step.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from torch import Tensor
 
 from conftest import PACKAGE, PackageCalls, compose_cfg
@@ -67,6 +69,24 @@ def test_ascent_steps_make_no_host_sync(case, tmp_path):
     many, second = count_syncs(tmp_path, *ASCENT_CASES[case], "teleport.steps=12")
     assert first["n_teleports"] == second["n_teleports"] >= 1
     assert few == many
+
+
+@pytest.mark.parametrize("case", [c for c in ASCENT_CASES if c.startswith("gl_data")])
+def test_per_teleport_work_is_done_once_not_per_ascent_step(case, tmp_path, monkeypatch):
+    """gl_data's pseudo-inverse of the pair's input (an SVD) and the forward trace of the network on the teleport
+    batch are computed once per teleport: as often with 12 ascent steps as with 4."""
+    from teleport_runner.problems.mlp import NetworkProblem
+
+    traces = []
+    trace = NetworkProblem.trace
+    monkeypatch.setattr(NetworkProblem, "trace", lambda self, *a, **k: traces.append(1) or trace(self, *a, **k))
+    counts = []
+    for steps in (4, 12):
+        traces.clear()
+        with PackageCalls(lambda func, kwargs: func is torch.linalg.pinv) as pinvs:
+            run(compose_cfg(*ASCENT_CASES[case], f"teleport.steps={steps}", "device=cpu"), tmp_path / f"run{steps}")
+        counts.append((len(pinvs.calls), len(traces)))
+    assert counts[0] == counts[1] and min(counts[0]) >= 1, counts
 
 
 def test_the_count_sees_a_sync_in_the_package(tmp_path, monkeypatch):
