@@ -29,7 +29,7 @@ def test_help_names_the_tool_its_starting_commands_and_every_group():
     proc = run_cli("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("teleport-train: gradient descent with symmetry teleportation")
-    assert "teleport-report outputs/multirun/<time>" in proc.stdout
+    assert "teleport-report outputs/multirun/<time>" in proc.stdout and "paper_booth" in proc.stdout
     for group in ("experiment", "problem", "symmetry", "teleport", "optimizer", "schedule", "logger"):
         assert f"\n{group}: " in proc.stdout  # Hydra's list of the group's options follows the header
 

@@ -41,6 +41,10 @@ def test_multirun_2x2_then_report(tmp_path):
     assert "\x1b[" not in proc.stdout
     runs = summaries(sweep)
     assert len(runs) == 4 and all(s["status"] == "completed" for s in runs.values())
+    # the sweep ends with its report (hydra.callbacks.report): the paired table printed, report.md written
+    assert "paired against no teleport" in proc.stdout and f"Wrote {sweep / 'report.md'}" in proc.stdout
+    assert "| teleport=gradient_ascent | teleport=none | 2 |" in (sweep / "report.md").read_text()
+    (sweep / "report.md").unlink()
 
     report = subprocess.run([sys.executable, "-m", "teleport_runner.report", str(sweep)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -54,6 +58,19 @@ def test_multirun_2x2_then_report(tmp_path):
     for name in ("loss_vs_step", "loss_vs_time", "grad_vs_loss"):
         png = sweep / f"report_{name}.png"
         assert png.stat().st_size > 5000 and f"]({png.name})" in md
+
+
+def test_sweep_report_callback_warns_instead_of_failing_and_can_be_off(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from teleport_runner.sweep_report import SweepReport
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SweepReport().on_multirun_end(config)  # an empty sweep folder: nothing to report, the sweep still ends well
+    err = capsys.readouterr().err
+    assert err.startswith("Warning: no report for the sweep") and f"teleport-report {tmp_path}" in err
+    SweepReport(enabled=False).on_multirun_end(config)
+    assert capsys.readouterr().err == "" and not (tmp_path / "report.md").exists()
 
 
 def test_report_numbers_and_pairing(tmp_path):
@@ -125,11 +142,13 @@ def test_report_labels_name_options_as_typed_and_floats_short(tmp_path):
 def test_failing_job_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     proc = teleport_train("-m", "optimizer.lr=-1,0.08", "experiment=paper_booth", "logger=jsonl",
-                          f"hydra.sweep.dir={sweep}")
+                          "hydra.callbacks.report.figures=false", f"hydra.sweep.dir={sweep}")
     assert "Invalid learning rate: -1" in proc.stderr and "The sweep goes on" in proc.stderr
     runs = summaries(sweep)
     assert runs["0"]["status"] == "failed" and "Invalid learning rate" in runs["0"]["message"]
     assert runs["1"]["status"] == "completed"
+    # its report lists the failed job instead of dropping it
+    assert "FAILED:" in proc.stdout and "Runs that did not complete" in (sweep / "report.md").read_text()
 
 
 def test_submitit_local_two_job_sweep(tmp_path):
