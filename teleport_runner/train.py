@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -58,6 +59,26 @@ def _positive_int(cfg: DictConfig, key: str, allow_none: bool = False) -> int | 
     return value
 
 
+def _seed(cfg: DictConfig) -> int:
+    value = cfg.get("seed")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"Invalid seed: {value!r}; it must be an integer (seed=0, or -m seed=0,1,2 for a sweep).")
+    return value
+
+
+def loss_thresholds(cfg: DictConfig) -> list[float]:
+    """The thresholds of summary.steps_to_loss, as floats (a clear error for anything else)."""
+    values = cfg.get("loss_thresholds")
+    try:
+        thresholds = [float(t) for t in values]
+    except (TypeError, ValueError):
+        thresholds = None
+    if thresholds is None or isinstance(values, str) or not all(math.isfinite(t) for t in thresholds):
+        raise ConfigError(f"Invalid loss_thresholds: {values!r}; it must be a list of numbers, e.g. "
+                          "loss_thresholds=[0.1,1e-3] (or [] for none).")
+    return thresholds
+
+
 def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     """Instantiate problem, symmetry, teleport solver, schedule and optimizer from the config."""
     torch.manual_seed(cfg.seed)
@@ -100,10 +121,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build everything from ``cfg``, train, and return the summary (also written to summary.json)."""
     dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
     _positive_int(cfg, "log_every")
+    _seed(cfg)
     problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
     steps = total_steps(cfg, problem.steps_per_epoch)
     teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
-    stats = RunStats(loss_thresholds=[float(t) for t in cfg.loss_thresholds])
+    stats = RunStats(loss_thresholds=loss_thresholds(cfg))
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # group samples, on the device
     config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_cfg = cfg.get("checkpoint") or {}
@@ -167,7 +189,7 @@ def hydra_main(cfg: DictConfig):
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun, started = hydra_cfg.mode == RunMode.MULTIRUN, time.time()
     try:
-        check_metric(cfg.optimize_metric, cfg.loss_thresholds)
+        check_metric(cfg.optimize_metric, loss_thresholds(cfg))
         summary = run(cfg, run_dir)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -224,7 +246,13 @@ def main() -> None:
               "permissions forbid it). Choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m).",
               file=sys.stderr)
         sys.exit(2)
-    hydra_main()
+    try:
+        hydra_main()
+    except ValueError as exc:  # Hydra's own command-line checks (a job's errors are reported inside hydra_main)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {exc}. See teleport-train --help.", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

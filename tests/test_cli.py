@@ -58,6 +58,9 @@ BAD_OVERRIDES = [
       "symmetry=gl_data"], ["transform"]),
     (["problem=mnist", "problem.data.root=/nonexistent/folder"], ["/nonexistent/folder", "MNIST"]),
     (["problem=mnist", "problem.batch_size=0"], ["batch_size", "0"]),
+    (["seed=1.5"], ["seed", "1.5", "integer"]),
+    (["loss_thresholds=[0.1,abc]"], ["loss_thresholds", "abc", "list of numbers"]),
+    (["-m", "--cfg", "job"], ["Only one of", "--help"]),  # Hydra's own command-line check
 ]
 
 
