@@ -92,8 +92,9 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     params = problem.init_params()
     try:
         optimizer = _instantiate(cfg.optimizer, "optimizer")(params)
-    except ValueError as exc:  # torch.optim validates its hyperparameters: "Invalid learning rate: -1"
-        raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_}: {exc}.") from None
+    except (ValueError, TypeError) as exc:  # torch.optim checks its hyperparameters: "Invalid learning rate: -1"
+        raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_} "
+                          f"({OmegaConf.to_container(cfg.optimizer)}): {exc}.") from None
     if teleporter.enabled:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
     return problem, symmetry, teleporter, schedule, params, optimizer
