@@ -79,8 +79,21 @@ def loss_thresholds(cfg: DictConfig) -> list[float]:
     return thresholds
 
 
+GROUPS = ("problem", "symmetry", "teleport", "optimizer", "schedule")
+
+
+def _check_groups(cfg: DictConfig) -> None:
+    """Every group a run needs is chosen (``~problem`` on the command line removes one)."""
+    for group in GROUPS:
+        if cfg.get(group) is None:
+            options = sorted(f.stem for f in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+            raise ConfigError(f"No {group} chosen: the composed config has none. Choose one with {group}=<option> "
+                              f"({', '.join(options)}).")
+
+
 def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     """Instantiate problem, symmetry, teleport solver, schedule and optimizer from the config."""
+    _check_groups(cfg)
     torch.manual_seed(cfg.seed)
     problem = _instantiate(cfg.problem, "problem")
     problem.setup(device, dtype, cfg.seed)
@@ -241,6 +254,11 @@ def unwritable_output_dir(argv: list[str]) -> str | None:
 
 def main() -> None:
     """Console entry point (``teleport-train``, ``python -m teleport_runner.train``)."""
+    keyless = [a for a in sys.argv[1:] if a.startswith("=")]
+    if keyless:  # Hydra would fail on these with an internal traceback
+        print(f"Error: {keyless[0]!r} is not an override: write key=value (teleport-train --help lists the keys).",
+              file=sys.stderr)
+        sys.exit(2)
     bad = unwritable_output_dir(sys.argv[1:])
     if bad is not None:
         print(f"Error: the output folder {bad!r} cannot be created or written (a file stands in its path or "

@@ -62,6 +62,8 @@ BAD_OVERRIDES = [
     (["optimizer.lr=abc"], ["optimizer", "'lr': 'abc'"]),
     (["loss_thresholds=[0.1,abc]"], ["loss_thresholds", "abc", "list of numbers"]),
     (["-m", "--cfg", "job"], ["Only one of", "--help"]),  # Hydra's own command-line check
+    (["=3"], ["'=3'", "key=value"]),
+    (["~problem"], ["No problem chosen", "rosenbrock", "mlp_regression"]),
 ]
 
 
