@@ -7,6 +7,7 @@ user would type the settings: ``teleport=none`` (the option, not the class), ``t
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,14 +71,22 @@ def find_runs(paths) -> list[Run]:
             if run_dir in seen or "wandb" in run_dir.parts:
                 continue
             seen.add(run_dir)
-            summary = json.loads(file.read_text())
-            cfg_file = run_dir / ".hydra" / "config.yaml"
-            config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.exists() else {}
-            runs.append(Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml")))
+            try:
+                runs.append(_read_run(run_dir))
+            except Exception as exc:  # one damaged folder must not hide the others
+                print(f"Warning: skipped {run_dir}: its files cannot be read ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}).", file=sys.stderr)
     if not runs:
-        raise UserError(f"teleport-report: no summary.json under {', '.join(map(str, paths))}; nothing to report. "
-                        "Pass the directories teleport-train wrote (outputs/runs/... or outputs/multirun/...).")
+        raise UserError(f"teleport-report: no readable summary.json under {', '.join(map(str, paths))}; nothing to "
+                        "report. Pass the directories teleport-train wrote (outputs/runs/... or outputs/multirun/...).")
     return runs
+
+
+def _read_run(run_dir: Path) -> Run:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.exists() else {}
+    return Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml"))
 
 
 def _choices(hydra_file: Path) -> dict:

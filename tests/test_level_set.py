@@ -105,7 +105,8 @@ def test_closed_form_objective_equals_the_generic_double_backward(name):
     from teleport_runner.symmetries.base import Symmetry
 
     problem = {"rosenbrock": Rosenbrock(), "booth": Booth(), "ellipse": Quadratic(),
-               "quadratic3": Quadratic(A=[[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]], start=[1.0, -2.0, 0.5])}[name]
+               "quadratic3": Quadratic(A=[[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]],
+                                       start=[1.0, -2.0, 0.5])}[name]
     symmetry = bound(problem)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):

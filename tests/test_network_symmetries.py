@@ -209,8 +209,8 @@ def test_factored_exp_direction_takes_the_same_steps_as_the_dense_one(case):
 @pytest.mark.parametrize("factory", [GLData, GLHidden, GLLinear])
 def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
     """From the identity a factored ascent keeps g as the product of its low-rank steps (``FactoredElement``, never
-    d x d) until their total rank would pass the width, then goes on densely: six steps on 30-wide layers (rank up to 12 per
-    step) cross that point and take the same steps as the dense path; the factored inverse is (I + T)^-1."""
+    d x d) until their total rank would pass the width, then goes on densely: six steps on 30-wide layers (rank up to
+    12 per step) cross that point and take the same steps as the dense path; the factored inverse is (I + T)^-1."""
     activation = "identity" if factory is GLLinear else "leaky_relu"
     problem = MLPRegression(dims=[5, 30, 30, 3], n_samples=4, activation=activation, slope=0.1, init="default")
     problem.setup("cpu", torch.float64, 0)

@@ -139,6 +139,18 @@ def test_report_labels_name_options_as_typed_and_floats_short(tmp_path):
     assert sorted(labels) == ["teleport.lr=0.11336767", "teleport.lr=0.1133677", "teleport.lr=0.35342347"]
 
 
+def test_report_skips_a_damaged_run_with_a_warning(tmp_path, capsys):
+    from teleport_runner.report import build_report
+
+    for name, text in (("good", '{"status": "completed", "seed": 0, "steps": 10, "final_loss": 0.5}'),
+                       ("cut", '{"status": "compl')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(text)
+    out = build_report([tmp_path], tmp_path / "rep", figures=False)
+    assert [r.path.name for r in out["runs"]] == ["good"]
+    assert f"Warning: skipped {tmp_path / 'cut'}" in capsys.readouterr().err
+
+
 def test_failing_job_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     proc = teleport_train("-m", "optimizer.lr=-1,0.08", "experiment=paper_booth", "logger=jsonl",
@@ -250,7 +262,8 @@ def test_wandb_offline_logs_metrics(tmp_path):
     assert len([h for h in history.values() if "train/loss" in h]) == len(rows) == 10
     assert history[9]["train/loss"] == pytest.approx(rows[-1]["loss"])
     assert "teleport/grad_norm_sq_after" in history[4]
-    assert json.loads(summary["final_loss"]) == pytest.approx(json.loads((run / "summary.json").read_text())["final_loss"])
+    final_loss = json.loads((run / "summary.json").read_text())["final_loss"]
+    assert json.loads(summary["final_loss"]) == pytest.approx(final_loss)
     assert json.loads(summary["status"]) == "completed"
     assert "optimizer" in config and "0.08" in config["optimizer"]  # the resolved config
     assert list(offline.glob("files/media/table/teleport/events_*.table.json"))
