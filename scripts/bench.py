@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -266,16 +267,30 @@ def scaling(out_png: Path) -> dict:
     return {"rows": rows, "fitted_exponents": fits}
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench.json", help="the JSON result; scaling.png is written beside it")
-    parser.add_argument("--steps", type=int, default=300, help="descent steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per ratio (the median is reported)")
+    parser.add_argument("--steps", type=positive_int, default=300, help="descent steps per timed repeat")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed repeats per ratio (the median is reported)")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the width/depth scaling sweep")
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS),
                         help=f"a subset of the workloads (default: all; none: only the scaling sweep; "
                              f"epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
     args = parser.parse_args()
+    try:  # fail now, not after minutes of timing
+        out_dir = Path(args.out).resolve().parent
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as exc:
+        parser.error(f"--out {args.out}: cannot write there ({exc.strerror})")
     console = Console(width=180)
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
     data_root, data_note = idx.default_root(), "no image data needed"
