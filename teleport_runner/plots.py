@@ -1,7 +1,8 @@
 """The figures people look at, drawn from a run's files (so they can be redrawn from disk at any time).
 
 For 2-D problems: loss contours with the trajectory and the teleport jumps. For every run: loss and
-||grad L||^2 against step, and loss against ||grad L||^2 (the paper's figure 2 panels).
+||grad L||^2 against step, and loss against ||grad L||^2 (the paper's figure 2 panels); for mini-batch problems also
+the validation loss and accuracy at each epoch end.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -21,24 +23,51 @@ def _finite(rows, key):
     return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in rows], dtype=float)
 
 
+def _plain_log_ticks(ax) -> None:
+    """Tick labels as plain numbers (2.28, 1000, 1e-06), not 2.28 x 10^0; on an axis spanning under two decades
+    (a loss often does) the 2s and 5s between the powers of ten are labelled too, all of them under one decade."""
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale != "log":
+            continue
+        low, high = axis.get_view_interval()
+        decades = np.log10(high / low) if low > 0 and high > 0 else np.inf
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(ticker.FuncFormatter(
+            lambda value, _, decades=decades: f"{value:g}" if decades < 1 or decades < 2 and
+            round(value / 10 ** np.floor(np.log10(value))) in (2, 5) else ""))
+
+
 def plot_curves(run_dir: Path) -> list[Path]:
+    """Loss and ||grad L||^2 against step and ||grad L||^2 against loss, teleports marked; for mini-batch problems
+    the validation loss on the loss panel and, when logged, the validation accuracy in a fourth panel."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted")]
+    val = [r for r in read_jsonl(run_dir / "val.jsonl") if "val_loss" in r] if (run_dir / "val.jsonl").exists() else []
     if not rows:
         return []
     step, loss, gn = np.array([r["step"] for r in rows]), _finite(rows, "loss"), _finite(rows, "grad_norm_sq")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    axes[0].plot(step, loss)
+    with_acc = any("val_acc" in r for r in val)
+    fig, axes = plt.subplots(1, 4 if with_acc else 3, figsize=(20 if with_acc else 15, 4.2))
+    axes[0].plot(step, loss, label="train (logged batches)" if val else None)
+    if val:
+        axes[0].plot([r["step"] for r in val], _finite(val, "val_loss"), "o-", ms=4, label="validation")
+        axes[0].legend(fontsize=8)
     axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="loss")
     axes[1].plot(step, gn)
     axes[1].set(xlabel="step", ylabel="||grad L||^2", yscale="log", title="||grad L||^2 (dL/dt for GD)")
     axes[2].plot(loss, gn)
     axes[2].set(xlabel="loss", ylabel="||grad L||^2", xscale="log", yscale="log", title="||grad L||^2 vs loss")
+    if with_acc:
+        acc = [r for r in val if "val_acc" in r]
+        axes[3].plot([r["step"] for r in acc], _finite(acc, "val_acc"), "o-", ms=4, color="tab:green")
+        axes[3].set(xlabel="step", ylabel="accuracy", title="validation accuracy")
     for t in teleports:
-        for ax in axes[:2]:
+        for ax in [axes[0], axes[1]] + ([axes[3]] if with_acc else []):
             ax.axvline(t["step"], color="tab:orange", alpha=0.4, lw=1)
         axes[2].plot([t["loss_before"], t["loss_after"]], [t["grad_norm_sq_before"], t["grad_norm_sq_after"]],
                      color="tab:orange", marker="o", ms=4)
+    for ax in axes[:3]:
+        _plain_log_ticks(ax)
     fig.tight_layout()
     path = run_dir / "curves.png"
     fig.savefig(path, dpi=110)

@@ -31,6 +31,20 @@ def test_run_files_and_keys(run_config):
         assert (run_dir / name).stat().st_size > 10_000
 
 
+def test_mini_batch_curves_show_validation(run_config, tmp_path):
+    """With validation at epoch ends the curves figure gets the validation loss and a fourth panel (accuracy)."""
+    import matplotlib.image
+
+    from teleport_runner.problems import data as idx
+
+    root = idx.write_synthetic(tmp_path / "data", "mnist", n_train=300, n_test=40).parents[1]
+    _, run_dir = run_config("problem=mnist", f"problem.data.root={root}", "problem.n_train=200", "problem.n_val=40",
+                            "problem.hidden=[16,10]", "epochs=2", "teleport=none", "plots=true")
+    assert len(read_jsonl(run_dir / "val.jsonl")) == 2
+    height, width = matplotlib.image.imread(run_dir / "curves.png").shape[:2]
+    assert width / height > 4  # four panels side by side (three: ~3.6)
+
+
 def test_log_every_thins_metrics(run_config):
     _, run_dir = run_config("experiment=paper_rosenbrock", "log_every=10", "steps=200")
     steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
