@@ -23,7 +23,7 @@ def _finite(rows, key):
     return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in rows], dtype=float)
 
 
-def _plain_log_ticks(ax) -> None:
+def plain_log_ticks(ax) -> None:
     """Tick labels as plain numbers (2.28, 1000, 1e-06), not 2.28 x 10^0; on an axis spanning under two decades
     (a loss often does) the 2s and 5s between the powers of ten are labelled too, all of them under one decade."""
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
@@ -67,7 +67,7 @@ def plot_curves(run_dir: Path) -> list[Path]:
         axes[2].plot([t["loss_before"], t["loss_after"]], [t["grad_norm_sq_before"], t["grad_norm_sq_after"]],
                      color="tab:orange", marker="o", ms=4)
     for ax in axes[:3]:
-        _plain_log_ticks(ax)
+        plain_log_ticks(ax)
     fig.tight_layout()
     path = run_dir / "curves.png"
     fig.savefig(path, dpi=110)

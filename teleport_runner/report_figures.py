@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .logging.jsonl import read_jsonl  # noqa: E402
+from .plots import plain_log_ticks  # noqa: E402
 
 
 def _curves(run_dir: Path) -> dict[str, np.ndarray] | None:
@@ -75,6 +76,7 @@ def draw_figures(groups, out: Path) -> list[Path]:
         ax.set(xlabel=xlabel, ylabel="loss", yscale="log", title=f"loss vs {xlabel.split(' (')[0]}: "
                                                                   "mean over seeds, band min-max")
         ax.legend(fontsize=8)
+        plain_log_ticks(ax)
         fig.tight_layout()
         paths.append(out / f"report_{name}.png")
         fig.savefig(paths[-1], dpi=110)
@@ -87,6 +89,7 @@ def draw_figures(groups, out: Path) -> list[Path]:
     ax.set(xlabel="loss", ylabel="||grad L||^2", xscale="log", yscale="log",
            title="||grad L||^2 vs loss (one line per run)")
     ax.legend(fontsize=8)
+    plain_log_ticks(ax)
     fig.tight_layout()
     paths.append(out / "report_grad_vs_loss.png")
     fig.savefig(paths[-1], dpi=110)
