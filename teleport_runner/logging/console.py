@@ -64,8 +64,10 @@ class ConsoleSink(Sink):
             gains = [t["grad_norm_sq_after"] / t["grad_norm_sq_before"] for t in accepted
                      if t["grad_norm_sq_before"] > 0]
             if gains:
+                flat = sum(g <= 1 + 1e-6 for g in gains)  # e.g. the ascent kept its start: no larger gradient found
                 table.add_row("||grad L||^2 gain", f"median x{sorted(gains)[len(gains) // 2]:.3g} "
-                              f"(min x{min(gains):.3g}, max x{max(gains):.3g})")
+                              f"(min x{min(gains):.3g}, max x{max(gains):.3g})"
+                              + (f"; {flat} of {len(gains)} did not raise it" if flat else ""))
             table.add_row("max relative loss drift", f"{summary.get('max_rel_loss_drift', 0.0):.2e}")
         table.add_row("time (teleport / descent)", f"{summary.get('time_total_s', 0):.2f} s "
                       f"({summary.get('time_teleport_s', 0):.2f} / {summary.get('time_descent_s', 0):.2f})")
