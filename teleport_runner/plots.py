@@ -31,10 +31,13 @@ def plain_log_ticks(ax) -> None:
             continue
         low, high = axis.get_view_interval()
         decades = np.log10(high / low) if low > 0 and high > 0 else np.inf
+
+        def minor_label(value, _, decades=decades) -> str:
+            leading_digit = round(value / 10 ** np.floor(np.log10(value)))
+            return f"{value:g}" if decades < 1 or (decades < 2 and leading_digit in (2, 5)) else ""
+
         axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axis.set_minor_formatter(ticker.FuncFormatter(
-            lambda value, _, decades=decades: f"{value:g}" if decades < 1 or decades < 2 and
-            round(value / 10 ** np.floor(np.log10(value))) in (2, 5) else ""))
+        axis.set_minor_formatter(ticker.FuncFormatter(minor_label))
 
 
 def plot_curves(run_dir: Path) -> list[Path]:
