@@ -284,13 +284,13 @@ def main() -> None:
                         help=f"a subset of the workloads (default: all; none: only the scaling sweep; "
                              f"epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
     args = parser.parse_args()
-    try:  # fail now, not after minutes of timing
-        out_dir = Path(args.out).resolve().parent
+    out_dir = Path(args.out).resolve().parent  # checked now, not after minutes of timing
+    try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise PermissionError(13, "permission denied")
     except OSError as exc:
-        parser.error(f"--out {args.out}: cannot write there ({exc.strerror})")
+        parser.error(f"--out {args.out}: cannot create its folder ({exc.strerror})")
+    if not os.access(out_dir, os.W_OK):
+        parser.error(f"--out {args.out}: its folder is not writable")
     console = Console(width=180)
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
     data_root, data_note = idx.default_root(), "no image data needed"

@@ -94,9 +94,10 @@ def _check_groups(cfg: DictConfig) -> None:
 def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     """Instantiate problem, symmetry, teleport solver, schedule and optimizer from the config."""
     _check_groups(cfg)
-    torch.manual_seed(cfg.seed)
+    seed = _seed(cfg)
+    torch.manual_seed(seed)
     problem = _instantiate(cfg.problem, "problem")
-    problem.setup(device, dtype, cfg.seed)
+    problem.setup(device, dtype, seed)
     symmetry = _instantiate(cfg.symmetry, "symmetry")
     teleporter = _instantiate(cfg.teleport, "teleport")
     if teleporter.enabled:
@@ -135,7 +136,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build everything from ``cfg``, train, and return the summary (also written to summary.json)."""
     dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
     _positive_int(cfg, "log_every")
-    _seed(cfg)
     problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
     steps = total_steps(cfg, problem.steps_per_epoch)
     teleport_steps = schedule.steps(steps, problem.steps_per_epoch)

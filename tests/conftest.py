@@ -58,6 +58,23 @@ def run_config(tmp_path):
     return _run
 
 
+@pytest.fixture(scope="session")
+def synthetic_mnist_root(tmp_path_factory) -> str:
+    """A data root with small synthetic MNIST IDX files (1200 training images): tests that need MNIST's shapes,
+    not its content, run where the real files are absent."""
+    from teleport_runner.problems import data as idx
+
+    return str(idx.write_synthetic(tmp_path_factory.mktemp("data"), "mnist", n_train=1200, n_test=40).parents[1])
+
+
+def as_package_code(source: str, name: str, **globals_):
+    """The function ``name`` defined by ``source``, compiled under a file name inside teleport_runner/: what a
+    ``PackageCalls`` recorder must count (the recorders' self-tests)."""
+    namespace = {"__name__": "probe", **globals_}
+    exec(compile(source, str(Path(PACKAGE) / "probe.py"), "exec"), namespace)
+    return namespace[name]
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

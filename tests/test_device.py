@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PACKAGE, PackageCalls, compose_cfg
-from teleport_runner.problems import data as idx
+from conftest import PACKAGE, PackageCalls, as_package_code, compose_cfg
 from teleport_runner.train import run
 
 try:  # the factories torch.set_default_device redirects
@@ -63,14 +62,10 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory) -> str:
-    return str(idx.write_synthetic(tmp_path_factory.mktemp("data"), "mnist", n_train=300, n_test=40).parents[1])
-
-
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_run_creates_every_tensor_on_an_explicit_device(case, tmp_path, mnist_root):
-    overrides = CASES[case] + ["device=cpu", f"problem.data.root={mnist_root}" if "mnist" in case else "seed=0"]
+def test_a_run_creates_every_tensor_on_an_explicit_device(case, tmp_path, synthetic_mnist_root):
+    overrides = CASES[case] + ["device=cpu",
+                               f"problem.data.root={synthetic_mnist_root}" if "mnist" in case else "seed=0"]
     summary, implicit = run_recorded(compose_cfg(*overrides), tmp_path / "run")
     assert summary["status"] == "completed", summary.get("message")
     assert summary["n_teleports"] >= 1  # the teleport path ran
@@ -96,10 +91,9 @@ def test_the_recorder_sees_a_factory_called_without_a_device():
         gl_elements.torch.eye(3)  # from this file: not the package's code, so not recorded
         torch.eye(3, device="cpu")
     assert recorder.calls == []
-    namespace = {"torch": torch, "__name__": "probe"}
-    exec(compile("def make():\n    return torch.eye(3)\n", str(Path(PACKAGE) / "probe.py"), "exec"), namespace)
+    make = as_package_code("def make():\n    return torch.eye(3)\n", "make", torch=torch)
     with implicit_device_calls() as recorder:
-        namespace["make"]()
+        make()
     assert len(recorder.calls) == 1 and recorder.calls[0].startswith("torch.eye at ")
 
 

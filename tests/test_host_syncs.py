@@ -10,14 +10,11 @@ meant to be done once per teleport (a pseudo-inverse, the network's forward trac
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import Tensor
 
-from conftest import PACKAGE, PackageCalls, compose_cfg
-from teleport_runner.problems import data as idx
+from conftest import PackageCalls, as_package_code, compose_cfg
 from teleport_runner.train import run
 
 SYNCS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,
@@ -31,11 +28,6 @@ def count_syncs(tmp_path, *overrides) -> tuple[int, dict]:
     return len(recorder.calls), summary
 
 
-@pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory) -> str:
-    return str(idx.write_synthetic(tmp_path_factory.mktemp("data"), "mnist", n_train=1200, n_test=40).parents[1])
-
-
 def test_descent_steps_make_no_host_sync_between_flushes(tmp_path):
     """400 more descent steps (metrics logged at every one) add two flushes' syncs, not 400."""
     short, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=200")
@@ -43,10 +35,10 @@ def test_descent_steps_make_no_host_sync_between_flushes(tmp_path):
     assert 0 < long - short <= 2 * 4, (short, long)
 
 
-def test_mini_batch_epochs_sync_per_epoch_not_per_step(tmp_path, mnist_root):
+def test_mini_batch_epochs_sync_per_epoch_not_per_step(tmp_path, synthetic_mnist_root):
     """MNIST-shaped, 50 steps per epoch: two more epochs add their validation and flush syncs only."""
-    settings = ["problem=mnist", f"problem.data.root={mnist_root}", "problem.n_train=1000", "problem.n_val=100",
-                "problem.hidden=[16,10]", "teleport=none"]
+    settings = ["problem=mnist", f"problem.data.root={synthetic_mnist_root}", "problem.n_train=1000",
+                "problem.n_val=100", "problem.hidden=[16,10]", "teleport=none"]
     one, _ = count_syncs(tmp_path, *settings, "epochs=1")
     three, _ = count_syncs(tmp_path, *settings, "epochs=3")
     assert 0 < three - one <= 2 * 8, (one, three)
@@ -97,9 +89,7 @@ def test_the_count_sees_a_sync_in_the_package(tmp_path, monkeypatch):
     source = ("def add_and_read(self, step, loss, params, elapsed):\n"
               "    loss.item()  # what the runner must not do per step\n"
               "    return add(self, step, loss, params, elapsed)\n")
-    namespace = {"add": loop.MetricBuffer.add}
-    exec(compile(source, str(Path(PACKAGE) / "slow_loop.py"), "exec"), namespace)
-    monkeypatch.setattr(loop.MetricBuffer, "add", namespace["add_and_read"])
+    monkeypatch.setattr(loop.MetricBuffer, "add", as_package_code(source, "add_and_read", add=loop.MetricBuffer.add))
     short, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=200")
     long, _ = count_syncs(tmp_path, "problem=mlp_regression", "teleport=none", "steps=600")
     assert long - short >= 400

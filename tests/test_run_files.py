@@ -31,15 +31,12 @@ def test_run_files_and_keys(run_config):
         assert (run_dir / name).stat().st_size > 10_000
 
 
-def test_mini_batch_curves_show_validation(run_config, tmp_path):
+def test_mini_batch_curves_show_validation(run_config, synthetic_mnist_root):
     """With validation at epoch ends the curves figure gets the validation loss and a fourth panel (accuracy)."""
     import matplotlib.image
 
-    from teleport_runner.problems import data as idx
-
-    root = idx.write_synthetic(tmp_path / "data", "mnist", n_train=300, n_test=40).parents[1]
-    _, run_dir = run_config("problem=mnist", f"problem.data.root={root}", "problem.n_train=200", "problem.n_val=40",
-                            "problem.hidden=[16,10]", "epochs=2", "teleport=none", "plots=true")
+    _, run_dir = run_config("problem=mnist", f"problem.data.root={synthetic_mnist_root}", "problem.n_train=200",
+                            "problem.n_val=40", "problem.hidden=[16,10]", "epochs=2", "teleport=none", "plots=true")
     assert len(read_jsonl(run_dir / "val.jsonl")) == 2
     height, width = matplotlib.image.imread(run_dir / "curves.png").shape[:2]
     assert width / height > 4  # four panels side by side (three: ~3.6)

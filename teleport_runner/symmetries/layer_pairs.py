@@ -147,9 +147,9 @@ class GLPairSymmetry(LayerPairSymmetry):
 
     def identity(self, params, ctx) -> Coords:
         """Zeros; a pair whose ascent is factored starts as an empty ``FactoredElement`` (rank 0)."""
-        factored, ref = self.factored_pairs(ctx), params[0]
-        return [FactoredElement.identity(self.width(m), ref) if m in factored
-                else torch.zeros(self._coord_shape(m, ctx), device=ref.device, dtype=ref.dtype) for m in self.pairs]
+        factored = self.factored_pairs(ctx)
+        return [FactoredElement.identity(self.width(m), params[0]) if m in factored else T
+                for T, m in zip(super().identity(params, ctx), self.pairs)]
 
     def elements(self, xi: Coords, ctx) -> dict:
         """{pair: group element} for all pairs (what the closed-form objective reads)."""
