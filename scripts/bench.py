@@ -11,7 +11,8 @@ Prints a table and writes JSON with:
                        the ratio a runner with free data loading would reach.  target >= 3
   ascent_step_cost     time of one teleport ascent step / one descent step, per symmetry and workload
                        (marginal cost over a teleport of the default 10 steps: (t(10 steps) - t(1 step)) / 9,
-                       so per-teleport setup is excluded and later, costlier steps are included).
+                       so per-teleport setup is excluded and later, costlier steps are included), with the
+                       teleport lr and max_group_norm of the workload's preset (ASCENT_PRESETS).
                                                                               target <= 3
   scaling              teleport (10 ascent steps) and descent time against width d and depth (paper fig. 6),
                        with fitted exponents; plot in scaling.png next to --out.
@@ -51,6 +52,10 @@ WORKLOADS = {  # name: overrides
     "rosenbrock": ["problem=rosenbrock"],
 }
 EPOCH_WORKLOAD = "mnist_784-16-10-10_b20"  # epoch_vs_dataloader runs when this workload is selected
+# The preset whose teleport lr and max_group_norm time each workload's ascent steps: steps as large as real
+# teleports take (the exponential's cost grows with the step's norm; a vanishing lr would flatter it).
+ASCENT_PRESETS = {"mnist_784-512-512-10_b20": "paper_mnist", "mnist_784-16-10-10_b20": "followup_mnist",
+                  "regression_mlp": "paper_regression", "rosenbrock": "paper_rosenbrock"}
 # Network symmetries with their defaults and the two cheaper exact variants (see layer_pairs.py):
 # g = I + T instead of exp(T), and the batch subgroup g = I + U V^T (O(d^2 batch) work instead of O(d^3)).
 GL_VARIANTS = {"": {}, "[linear]": {"parametrization": "linear"}, "[subgroup=batch]": {"subgroup": "batch"},
@@ -192,13 +197,21 @@ def dataloader_epoch(problem, params, train: bool = True):
     return run
 
 
-def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s,
-                     repeats: int) -> tuple[float, list[float]]:
+def preset_ascent(workload: str) -> dict:
+    """``lr`` and ``max_group_norm`` of the workload's preset (``ASCENT_PRESETS``)."""
+    from omegaconf import OmegaConf
+
+    teleport = OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{ASCENT_PRESETS[workload]}.yaml").teleport
+    return {"lr": teleport.lr, "max_group_norm": teleport.get("max_group_norm")}
+
+
+def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descent_step_s, repeats: int,
+                     ascent: dict) -> tuple[float, list[float]]:
     """Median and [min, max] over repeats of (one ascent step) / (one descent step), the two timed back to back in
     each repeat (this VM's speed drifts between minutes; a ratio of two timings taken apart would carry that drift).
     ``descent_step_s()`` times the runner's descent step; the ascent step is (t(N steps) - t(1 step)) / (N - 1) for
     the default teleport.steps N = 10 (a factored step's cost grows with the step's index, see
-    gl_elements.FactoredElement)."""
+    gl_elements.FactoredElement), with the teleport settings ``ascent`` (``preset_ascent``)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -212,7 +225,7 @@ def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descen
     ctx = symmetry.prepare(w, batch)
     gen = torch.Generator(DEVICE).manual_seed(0)
     n = OmegaConf.load(Path(CONFIG_DIR) / "teleport" / "gradient_ascent.yaml").steps  # the default, 10
-    one, full = (GradientAscent(steps=k, lr=1e-12) for k in (1, n))
+    one, full = (GradientAscent(steps=k, **ascent) for k in (1, n))
     ratios = []
     for _ in range(repeats):
         t1 = timer(lambda: one.search(problem, symmetry, w, batch, ctx, gen), 1)
@@ -229,7 +242,7 @@ def scaling(out_png: Path) -> dict:
              f"problem.n_samples={d}", "problem.init=default", "symmetry=gl_data"], "")
         symmetry.bind(problem)
         w, batch = [p.detach() for p in params], problem.train_batch(0)
-        solver = GradientAscent(steps=10, lr=1e-12)
+        solver = GradientAscent(steps=10, **preset_ascent("mnist_784-512-512-10_b20"))  # paper_mnist's steps
         teleport_s = timer(lambda: solver.search(problem, symmetry, w, batch, symmetry.prepare(w, batch),
                                                  torch.Generator(DEVICE)), 3)
         descent_s = timer(plain_steps(problem, params, 10), 3) / 10
@@ -303,7 +316,9 @@ def main() -> None:
             idx.write_synthetic(data_root, "mnist", n_train=60000, n_test=1000)
             data_note = "synthetic MNIST-shaped data (real files not found)"
     result = {"device": str(DEVICE), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "data": data_note, "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {},
+              "data": data_note, "ascent_settings": {name: {"preset": ASCENT_PRESETS[name], **preset_ascent(name)}
+                                                     for name in args.workloads},
+              "descent_vs_plain": {}, "ascent_step_cost": {}, "step_time_s": {},
               "spread": {"descent_vs_plain": {}, "ascent_step_cost": {}}}
     for name in args.workloads:
         overrides = WORKLOADS[name]
@@ -324,7 +339,7 @@ def main() -> None:
             key = f"{name}/{label}"
             try:
                 result["ascent_step_cost"][key], result["spread"]["ascent_step_cost"][key] = ascent_step_cost(
-                    problem, params, sym, settings, descent_step_s, args.repeats)
+                    problem, params, sym, settings, descent_step_s, args.repeats, preset_ascent(name))
             except Exception as exc:  # a symmetry that does not fit the workload is reported, not fatal
                 result["ascent_step_cost"][key] = f"n/a: {exc}"
         console.print(f"[dim]{name}: done[/dim]")

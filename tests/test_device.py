@@ -44,7 +44,7 @@ MNIST = ["problem.n_train=200", "problem.n_val=40", "epochs=1", "schedule.epochs
 CASES = {
     "level_set, random start angle": ["experiment=paper_booth"],
     "level_set on a quadratic": ["experiment=ellipse"],
-    "gl_data linear, exact inverse": REGRESSION,
+    "gl_data linear, exact inverse": REGRESSION + ["symmetry.parametrization=linear"],
     "gl_data exp, batch subgroup": REGRESSION + ["symmetry.parametrization=exp", "symmetry.subgroup=batch"],
     "gl_hidden exp, random start": REGRESSION + ["symmetry=gl_hidden", "symmetry.parametrization=exp",
                                                  "teleport.init=random", "teleport.init_scale=0.01"],

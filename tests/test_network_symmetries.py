@@ -117,16 +117,6 @@ def test_batch_subgroup_element_equals_the_dense_element_of_u_vt():
     assert [tuple(x.shape) for x in symmetry.identity(params, ctx)] == [(8, 4), (9, 4)]  # pairs 1, 0; batch 4
 
 
-@pytest.mark.parametrize("sizes", [(3, 7, 5), (40, 30, 12)])  # one block-diagonal call; a padded batch
-def test_matrix_exps_equals_one_exponential_per_matrix(sizes):
-    from teleport_runner.symmetries.gl_elements import matrix_exps
-
-    gen = torch.Generator().manual_seed(0)
-    mats = [torch.randn(n, n, dtype=torch.float64, generator=gen) / n ** 0.5 for n in sizes]
-    for got, A in zip(matrix_exps(mats), mats):
-        torch.testing.assert_close(got, torch.linalg.matrix_exp(A), rtol=1e-12, atol=1e-12)
-
-
 def step(symmetry, xi, grads, lr, ctx):
     """One ascent step as the solver takes it."""
     return symmetry.retract(xi, [lr * d for d in symmetry.ascent_direction(xi, grads, ctx)], ctx)

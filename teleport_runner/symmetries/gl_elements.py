@@ -1,5 +1,5 @@
-"""Group elements of GL(d) as the network symmetries use them: the forms an element takes and the exponential steps
-that move it.
+"""Group elements of GL(d) as the network symmetries use them: the forms an element takes and the low-rank
+exponential steps that move it (the matrix exponential itself is ``exponential.py``).
 
 Every form offers the products the actions and the closed-form objective need, ``left`` (g M), ``rows`` (M g^T),
 ``right`` (M g) and ``right_inv`` (M g^-1), each exact (an LU solve or Woodbury, never a first-order inverse):
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -265,49 +264,6 @@ class ProbedElement:
             element = self.element
             P = Q = [torch.zeros(element.width, 1, device=element.device, dtype=element.dtype)]
         return torch.cat(P, 1), torch.cat(Q, 1)
-
-
-#: The identity block's scale in ``phi_block``: a power of two, so dividing by it is exact.
-PHI_SCALE = 2.0 ** -10
-
-
-def phi_block(A: Tensor) -> Tensor:
-    """[[A, s I], [0, 0]] (2r x 2r, s = ``PHI_SCALE``): its exponential holds s phi(A), phi(A) = sum_k A^k / (k+1)!, in
-    the top-right block (``phi_of``), so exp(X V^T) = I + X phi(V^T X) V^T takes one 2r x 2r exponential instead of a
-    d x d one. Why s < 1: the top-right block of every power and product is linear in s (the zero blocks stay exactly
-    zero), so its relative rounding does not depend on s, while ``matrix_exp`` picks its Taylor degree and
-    squarings from the whole matrix's norm; with s = 1 that norm is at least 1 however small the step, and the call
-    costs 2-3x more (measured on 80 x 80 blocks, ||A|| <= 0.1; the same accuracy against scipy's expm)."""
-    r = A.shape[0]
-    top = torch.cat([A, torch.eye(r, device=A.device, dtype=A.dtype).mul_(PHI_SCALE)], 1)
-    return torch.cat([top, torch.zeros_like(top)], 0)
-
-
-def phi_of(exp_block: Tensor) -> Tensor:
-    """phi(A) from the exponential of ``phi_block(A)``."""
-    r = exp_block.shape[0] // 2
-    return exp_block[:r, r:] / PHI_SCALE
-
-
-#: Up to this total size ``matrix_exps`` exponentiates one block-diagonal matrix (call overhead dominates there).
-BLOCK_DIAG_MAX = 64
-
-
-def matrix_exps(matrices: list[Tensor]) -> list[Tensor]:
-    """exp of square matrices of different sizes in one ``torch.linalg.matrix_exp`` call, which costs one call's
-    overhead instead of one per matrix (below ~64 the overhead, not the flops, dominates). Small ones as one
-    block-diagonal matrix, whose exponential is the block-diagonal of theirs (and a 2-D call skips the batched
-    path's per-call degree bucketing); larger ones zero-padded into a batch (exp of [[A, 0], [0, 0]] is
-    [[exp(A), 0], [0, I]]), which keeps the O(n^3) work per matrix."""
-    sizes = [a.shape[0] for a in matrices]
-    if sum(sizes) <= BLOCK_DIAG_MAX:
-        E = torch.linalg.matrix_exp(torch.block_diag(*matrices))
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [E[i:i + n, i:i + n] for i, n in zip(starts, sizes)]
-    n = max(sizes)
-    out = torch.linalg.matrix_exp(torch.stack([F.pad(a, (0, n - k, 0, n - k)) if k < n else a
-                                               for a, k in zip(matrices, sizes)]))
-    return [e[:k, :k] for e, k in zip(out, sizes)]
 
 
 def span_basis(vectors: Tensor) -> Tensor:

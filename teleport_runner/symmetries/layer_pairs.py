@@ -16,8 +16,9 @@ from torch import Tensor
 from ..errors import ConfigError, SymmetryMismatch, one_of
 from ..problems.base import Problem
 from .base import Coords, Symmetry
+from .exponential import matrix_exps, phi_block, phi_of
 from .gl_elements import (BatchSubgroupElement, DenseElement, FactoredElement, KeptInverseElement, ProbedElement,
-                          group_element, matrix_exps, phi_block, phi_of, step_basis)
+                          group_element, step_basis)
 
 PARAMETRIZATIONS = ("exp", "linear")
 SUBGROUPS = ("full", "batch")
@@ -123,7 +124,8 @@ class GLPairSymmetry(LayerPairSymmetry):
             g <- exp(lr A) g with A = dF/dg g^T the gradient of the objective F at the current g in the
             direction of a left multiplication (the paper's "T initialized to 0" at every step, with the exact
             exponential instead of I + T): every iterate is a product of exponentials, so invertible with
-            det > 0, and an ascent step needs one forward ``matrix_exp`` of all pairs (no derivative of it).
+            det > 0, and an ascent step needs one forward exponential of all pairs (``exponential.matrix_exps``;
+            no derivative of it).
             ``linear`` takes additive steps T <- T + lr dF/dT, the paper's g = I + T: no exponential at all,
             but g is singular where T has an eigenvalue -1 (keep ``max_group_norm`` < 1). Both exact: W g^-1
             is an LU solve (or Woodbury in the batch subgroup), never the official I - T.
