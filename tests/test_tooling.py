@@ -333,6 +333,9 @@ def test_bench_script_writes_ratios(tmp_path):
     assert result["device"] in ("cpu", "cuda")
     assert set(result["descent_vs_plain"]) == {"rosenbrock"} and "epoch_vs_dataloader" not in result
     assert set(result["ascent_step_cost"]) == {"rosenbrock/level_set"}
+    # ascent steps timed at the preset's step size (paper_rosenbrock: lr 0.1, no bound), not a vanishing lr
+    assert result["ascent_settings"] == {"rosenbrock": {"preset": "paper_rosenbrock", "lr": 0.1,
+                                                        "max_group_norm": None}}
     ratios = [result["descent_vs_plain"]["rosenbrock"], result["ascent_step_cost"]["rosenbrock/level_set"]]
     assert all(math.isfinite(r) and r > 0 for r in ratios)
     # next to each median, the smallest and largest per-repeat ratio (one repeat here: both equal the median)
