@@ -45,7 +45,7 @@ def plot_curves(run_dir: Path) -> list[Path]:
     the validation loss on the loss panel and, when logged, the validation accuracy in a fourth panel."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted")]
-    val = [r for r in read_jsonl(run_dir / "val.jsonl") if "val_loss" in r] if (run_dir / "val.jsonl").exists() else []
+    val = [r for r in read_jsonl(run_dir / "val.jsonl") if "val_loss" in r]  # [] where there is no val.jsonl
     if not rows:
         return []
     step, loss, gn = np.array([r["step"] for r in rows]), _finite(rows, "loss"), _finite(rows, "grad_norm_sq")

@@ -125,7 +125,8 @@ class NetworkProblem(Problem):
 
         params = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            params.append(uniform(fan_out, fan_in, bound=fan_in ** -0.5))
+            bound = fan_in ** -0.5
+            params.append(uniform(fan_out, fan_in, bound=bound))
             if self.bias:
-                params.append(uniform(fan_out, bound=fan_in ** -0.5))
+                params.append(uniform(fan_out, bound=bound))
         return [p.to(device=self.device, dtype=self.dtype).requires_grad_(True) for p in params]
