@@ -132,14 +132,16 @@ def _dense(symmetry, ctx, T, m):
 @pytest.mark.parametrize("case", ["gl_data", "gl_data_batch_subgroup", "gl_hidden", "gl_linear"])
 def test_exp_ascent_step_is_the_exponential_of_the_lie_algebra_gradient(case):
     """An ``exp`` step from g moves to exp(lr A) g, where A is the gradient of F(exp(X) g) in X at X = 0, computed
-    here independently by autograd through torch's matrix_exp (for the batch subgroup X = Y V^T, gradient in Y)."""
+    here independently by autograd through torch's matrix_exp (for the batch subgroup X = Y V^T, gradient in Y).
+    The solver's ``value_and_direction`` (a tangent element, no gradient through g) gives the same A and value."""
     problem, symmetry, params, batch = make(case)
     ctx = symmetry.prepare(params, batch)
     xi = symmetry.sample(params, ctx, torch.Generator().manual_seed(3), 0.3)
     lr = 0.05
     with torch.enable_grad():
         leaves = [x.clone().requires_grad_(True) for x in xi]
-        grads = torch.autograd.grad(symmetry.grad_norm_sq(leaves, params, batch, ctx), leaves)
+        objective = symmetry.grad_norm_sq(leaves, params, batch, ctx)
+        grads = torch.autograd.grad(objective, leaves)
         X = [torch.zeros_like(x, requires_grad=True) for x in xi]  # algebra coordinates at the current point
 
         def coords_after(Xs):
@@ -152,10 +154,19 @@ def test_exp_ascent_step_is_the_exponential_of_the_lie_algebra_gradient(case):
             return out
 
         A = torch.autograd.grad(symmetry.grad_norm_sq(coords_after(X), params, batch, ctx), X)
-    stepped = step(symmetry, xi, list(grads), lr, ctx)
     expected = coords_after([lr * a for a in A])
-    for got, want in zip(stepped, expected):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the generic path (dF/dT mapped into the algebra) and the solver's (dF/dE at (I + E) g, a zero leaf E)
+    value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
+    torch.testing.assert_close(value, objective.detach(), rtol=1e-12, atol=0)
+    for a, d in zip(A, direction):
+        torch.testing.assert_close(d, a, rtol=1e-10, atol=1e-12)
+    for stepped in (step(symmetry, xi, list(grads), lr, ctx), symmetry.retract(xi, [lr * d for d in direction], ctx)):
+        for got, want in zip(stepped, expected):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    if symmetry.uses_inverse and symmetry.basis(symmetry.pairs[0], ctx) is None:  # dense: g^-1 kept by exp(-lr A)
+        for T, m in zip(stepped, symmetry.pairs):
+            inverse = torch.linalg.inv(torch.eye(T.shape[0], dtype=T.dtype) + T)
+            torch.testing.assert_close(ctx.inverses[m][2], inverse, rtol=1e-10, atol=1e-12)
     # the objective rises along the step (a small one: first order)
     small = step(symmetry, xi, list(grads), 1e-6, ctx)
     assert symmetry.grad_norm_sq(small, params, batch, ctx) > symmetry.grad_norm_sq(xi, params, batch, ctx)

@@ -51,8 +51,8 @@ class BatchContext:
 
     trace: NetworkTrace
     pairs: dict = field(default_factory=dict)
-    #: per pair, for factored ascent steps (``gl_elements.ProbedElement``): (T, its version, (I + T)^-1) of the
-    #: current iterate, and the orthonormal basis of the step being taken
+    #: per pair, for ``exp`` ascent steps on dense coordinates (``gl_elements.TangentElement``, ``ProbedElement``):
+    #: (T, its version, (I + T)^-1) of the current iterate, and the orthonormal basis of the step being taken
     inverses: dict = field(default_factory=dict)
     step_bases: dict = field(default_factory=dict)
 

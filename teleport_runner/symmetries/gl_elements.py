@@ -2,11 +2,14 @@
 exponential steps that move it (the matrix exponential itself is ``exponential.py``).
 
 Every form offers the products the actions and the closed-form objective need, ``left`` (g M), ``rows`` (M g^T),
-``right`` (M g) and ``right_inv`` (M g^-1), each exact (an LU solve or Woodbury, never a first-order inverse):
+``right`` (M g) and ``right_inv`` (M g^-1), each exact (an LU solve or Woodbury, never a first-order inverse; the
+one first-order form, ``TangentElement``'s, is only read for a value and a first derivative at E = 0, where it is
+exact too):
 ``DenseElement`` (g = I + T), ``BatchSubgroupElement`` (g = I + U V^T, r x r work), ``KeptInverseElement`` (dense T
 with g^-1 kept by the ascent), ``FactoredElement`` (a wide layer's ``exp`` iterate as the product of its low-rank
-steps) and ``ProbedElement`` (any of them, recording the products for a factored Lie-algebra gradient). Which form
-a pair uses, and how the ascent moves it, is ``layer_pairs.GLPairSymmetry``'s business.
+steps), and two that only the ``exp`` ascent's gradient uses: ``TangentElement`` ((I + E) g near a fixed g, for the
+Lie-algebra gradient dF/dE at E = 0) and ``ProbedElement`` (recording the products for a factored Lie-algebra
+gradient). Which form a pair uses, and how the ascent moves it, is ``layer_pairs.GLPairSymmetry``'s business.
 """
 from __future__ import annotations
 
@@ -112,6 +115,36 @@ class KeptInverseElement:
 
     def right_inv(self, M: Tensor) -> Tensor:
         return M @ self.C
+
+
+class TangentElement:
+    """The group element (I + E V^T) g (or (I + E) g with no basis V) near a fixed g (``base``: an element without
+    gradients) for a zero leaf E, whose gradient is the ascent's Lie-algebra direction: the gradient of
+    F(exp(E V^T) g) at E = 0, since exp(E V^T) = I + E V^T + O(E^2). Only the value at E = 0 and the first derivative
+    there are ever used, and to first order (I + Delta)^-1 = I - Delta, so ``right_inv`` is M g^-1 - M g^-1 Delta:
+    exact for both (this element never moves the parameters; ``act`` divides by g exactly). The products then cost
+    g's products without their backward, plus one batch-sized product with E each: no LU solve and no derivative of
+    one per ascent step, and dF/dE needs no conversion into a direction."""
+
+    def __init__(self, base, E: Tensor, V: Tensor | None = None):
+        self.base, self.E, self.V = base, E, V
+
+    def _plus_times_delta(self, M: Tensor, alpha: float = 1.0, transposed: bool = False) -> Tensor:
+        """M + alpha M Delta (or M Delta^T), Delta = E V^T, as one addmm."""
+        if self.V is None:
+            return torch.addmm(M, M, self.E.T if transposed else self.E, alpha=alpha)
+        if transposed:
+            return torch.addmm(M, M @ self.V, self.E.T, alpha=alpha)
+        return torch.addmm(M, M @ self.E, self.V.T, alpha=alpha)
+
+    def rows(self, M: Tensor) -> Tensor:
+        return self._plus_times_delta(self.base.rows(M), transposed=True)
+
+    def right(self, M: Tensor) -> Tensor:
+        return self.base.right(self._plus_times_delta(M))
+
+    def right_inv(self, M: Tensor) -> Tensor:
+        return self._plus_times_delta(self.base.right_inv(M), alpha=-1.0)
 
 
 class LowRankFactor:

@@ -18,7 +18,7 @@ from ..problems.base import Problem
 from .base import Coords, Symmetry
 from .exponential import matrix_exps, phi_block, phi_of
 from .gl_elements import (BatchSubgroupElement, DenseElement, FactoredElement, KeptInverseElement, ProbedElement,
-                          group_element, step_basis)
+                          TangentElement, group_element, step_basis)
 
 PARAMETRIZATIONS = ("exp", "linear")
 SUBGROUPS = ("full", "batch")
@@ -191,33 +191,43 @@ class GLPairSymmetry(LayerPairSymmetry):
                 and self.width(m) >= self.factored_min_width_per_sample * batch]
 
     def value_and_direction(self, xi, params, batch, ctx):
-        """As ``Symmetry.value_and_direction``; for wide dense pairs the factored gradient P Q^T (``ProbedElement``)
-        is returned as X = P L in the step basis V = Q L^-T kept in ``ctx.step_bases`` (``step_basis``)."""
-        factored = self.factored_pairs(ctx)
-        if not factored:
+        """As ``Symmetry.value_and_direction``; with ``exp`` and the closed-form objective, the Lie-algebra gradient
+        is taken directly: a dense or batch-subgroup pair at (I + E V^T) g for a zero leaf E (``TangentElement``),
+        a wide dense pair in factored form P Q^T (``ProbedElement``), returned as X = P L in the step basis
+        V = Q L^-T kept in ``ctx.step_bases`` (``step_basis``)."""
+        if not self.uses_closed_form or self.parametrization != "exp":
             return super().value_and_direction(xi, params, batch, ctx)
-        leaves = [x if m in factored else x.detach().requires_grad_(True) for x, m in zip(xi, self.pairs)]
+        factored = self.factored_pairs(ctx)
         with torch.enable_grad():
             elements = {m: ProbedElement(self._factored_element(T, m, ctx)) if m in factored
-                        else self.element(T, m, ctx) for T, m in zip(leaves, self.pairs)}
+                        else self._tangent_element(T, m, ctx) for T, m in zip(xi, self.pairs)}
             objective = self.objective_at(elements, params, ctx)
-            others = [x for x, m in zip(leaves, self.pairs) if m not in factored]
+            tangents = [elements[m].E for m in self.pairs if m not in factored]
             probes = [record[0] for m in factored for record in elements[m].records]
-            grads = torch.autograd.grad(objective, others + probes, allow_unused=True)
-        other_grads, probe_grads = iter(grads[:len(others)]), grads[len(others):]
+            grads = torch.autograd.grad(objective, tangents + probes, allow_unused=True)
+        tangent_grads, probe_grads = iter(grads[:len(tangents)]), grads[len(tangents):]
         directions = []
-        for T, m in zip(leaves, self.pairs):
-            if m not in factored:
-                T = T.detach()
-                G = next(other_grads)
-                directions.append(self._direction(T, torch.zeros_like(T) if G is None else G, m, ctx))
-                continue
+        for m in self.pairs:
             element = elements[m]
+            if m not in factored:
+                G = next(tangent_grads)
+                directions.append(torch.zeros_like(element.E) if G is None else G)
+                continue
             P, Q = element.factors(probe_grads[:len(element.records)])
             probe_grads = probe_grads[len(element.records):]
             X, ctx.step_bases[m] = step_basis(P, Q)
             directions.append(X)
         return objective.detach(), directions
+
+    def _tangent_element(self, T: Tensor, m: int, ctx) -> TangentElement:
+        """(I + E V^T) g at the iterate g (no gradient through it) for a zero leaf E: dense pairs with their kept
+        inverse (``_inverse``), batch-subgroup pairs with their r x r Woodbury term."""
+        T, V = T.detach(), self.basis(m, ctx)
+        if V is None:
+            base = KeptInverseElement(T, self._inverse(T, m, ctx) if self.uses_inverse else None)
+        else:
+            base = BatchSubgroupElement(T, V)
+        return TangentElement(base, torch.zeros_like(T, requires_grad=True), V)
 
     def _factored_element(self, T, m: int, ctx):
         """The element a factored direction is taken at: the iterate itself while it is a ``FactoredElement``, else
@@ -227,17 +237,25 @@ class GLPairSymmetry(LayerPairSymmetry):
         return KeptInverseElement(T.detach(), self._inverse(T, m, ctx) if self.uses_inverse else None)
 
     def _inverse(self, T: Tensor, m: int, ctx) -> Tensor:
-        """(I + T)^-1: the one the last factored step computed for this very tensor T (same storage, not modified
-        since: ``retract``'s output, as the solver passes it back), else an LU inverse (once per teleport)."""
-        cached = ctx.inverses.get(m)
-        if cached is not None:
-            ref, version, C = cached
-            if ref.data_ptr() == T.data_ptr() and ref._version == version and ref.shape == T.shape:
-                return C
+        """(I + T)^-1: the one the last step kept for this very tensor T (same storage, not modified since:
+        ``retract``'s output, as the solver passes it back), else an LU inverse (once per teleport)."""
+        C = self._kept_inverse(T, m, ctx)
+        if C is not None:
+            return C
         T = T.detach()
         C = torch.linalg.inv_ex(group_element(T))[0]
         ctx.inverses[m] = (T, T._version, C)
         return C
+
+    @staticmethod
+    def _kept_inverse(T: Tensor, m: int, ctx) -> Tensor | None:
+        """(I + T)^-1 as kept in ``ctx.inverses`` for this very tensor T (same storage, not modified since), or None."""
+        cached = getattr(ctx, "inverses", {}).get(m)
+        if cached is not None:
+            ref, version, C = cached
+            if ref.data_ptr() == T.data_ptr() and ref._version == version and ref.shape == T.shape:
+                return C
+        return None
 
     def ascent_direction(self, xi, grads, ctx) -> Coords:
         return [self._direction(T, G, m, ctx) for T, G, m in zip(xi, grads, self.pairs)]
@@ -258,11 +276,11 @@ class GLPairSymmetry(LayerPairSymmetry):
         return self._times_exp(xi, step, ctx, getattr(ctx, "step_bases", None))
 
     def _times_exp(self, xi, steps, ctx, step_bases=None) -> Coords:
-        """Coordinates of exp(A_m) g_m for every pair, all exponentials in one call. Dense: A = X, g' = g +
-        (exp(X) - I) g. Batch subgroup (coordinates U, basis V) or a factored step (dense T, step basis V):
-        A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a 2r x 2r exponential); then U' = U + Y (I_r + V^T U),
-        or T' = T + Y V^T (I + T) with (I + T')^-1 by Woodbury (an r x r solve), or for a ``FactoredElement`` new
-        factors (``FactoredElement.times_exp``)."""
+        """Coordinates of exp(A_m) g_m for every pair, all exponentials in one call. Dense: A = X, T' = exp(X) (I + T)
+        - I, and a kept (I + T)^-1 (``ctx.inverses``) becomes (I + T)^-1 exp(-X). Batch subgroup (coordinates U, basis
+        V) or a factored step (dense T, step basis V): A = X V^T, exp(X V^T) = I + Y V^T with Y = X phi(V^T X) (a
+        2r x 2r exponential); then U' = U + Y (I_r + V^T U), or T' = T + Y V^T (I + T) with (I + T')^-1 by Woodbury
+        (an r x r solve), or for a ``FactoredElement`` new factors (``FactoredElement.times_exp``)."""
         step_bases = {} if step_bases is None else step_bases
         kinds = []  # per pair: (kind, V)
         blocks = []
@@ -275,12 +293,21 @@ class GLPairSymmetry(LayerPairSymmetry):
                 V = self.basis(m, ctx)
                 kinds.append(("dense", None) if V is None else ("subgroup", V))
                 blocks.append(X if V is None else phi_block(V.T @ X))
-        exps = iter(matrix_exps(blocks))
+        # a dense pair's kept inverse (the tangent element's) moves by exp(-X), from the same call: a larger
+        # block-diagonal matrix costs next to nothing there, an LU solve per pair ~7 us
+        kept = {m: C for T, m, (kind, _) in zip(xi, self.pairs, kinds) if kind == "dense" and self.uses_inverse
+                and (C := self._kept_inverse(T, m, ctx)) is not None}
+        exps = matrix_exps(blocks + [-X for X, m in zip(steps, self.pairs) if m in kept])
+        inverse_exps = dict(zip(kept, exps[len(blocks):]))
+        exps = iter(exps[:len(blocks)])
         out = []
         for T, X, m, (kind, V) in zip(xi, steps, self.pairs, kinds):
             if kind == "dense":
-                D = next(exps) - torch.eye(T.shape[0], device=T.device, dtype=T.dtype)
-                out.append(torch.addmm(T + D, D, T))  # T + D (I + T), D = exp(X) - I
+                step_exp = next(exps)
+                T_new = torch.addmm(step_exp - torch.eye(T.shape[0], device=T.device, dtype=T.dtype), step_exp, T)
+                out.append(T_new)
+                if m in kept:  # g'^-1 = g^-1 exp(-X)
+                    ctx.inverses[m] = (T_new, T_new._version, kept[m] @ inverse_exps[m])
                 continue
             r = V.shape[1]
             Y = X @ phi_of(next(exps))
