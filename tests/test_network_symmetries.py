@@ -129,7 +129,8 @@ def _dense(symmetry, ctx, T, m):
     return eye + (T if V is None else T @ V.T)
 
 
-@pytest.mark.parametrize("case", ["gl_data", "gl_data_batch_subgroup", "gl_hidden", "gl_linear"])
+@pytest.mark.parametrize("case", ["gl_data", "gl_data_batch_subgroup", "gl_hidden", "gl_hidden_batch_subgroup",
+                                  "gl_linear"])
 def test_exp_ascent_step_is_the_exponential_of_the_lie_algebra_gradient(case):
     """An ``exp`` step from g moves to exp(lr A) g, where A is the gradient of F(exp(X) g) in X at X = 0, computed
     here independently by autograd through torch's matrix_exp (for the batch subgroup X = Y V^T, gradient in Y).
@@ -160,13 +161,15 @@ def test_exp_ascent_step_is_the_exponential_of_the_lie_algebra_gradient(case):
     torch.testing.assert_close(value, objective.detach(), rtol=1e-12, atol=0)
     for a, d in zip(A, direction):
         torch.testing.assert_close(d, a, rtol=1e-10, atol=1e-12)
-    for stepped in (step(symmetry, xi, list(grads), lr, ctx), symmetry.retract(xi, [lr * d for d in direction], ctx)):
-        for got, want in zip(stepped, expected):
-            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    stepped = symmetry.retract(xi, [lr * d for d in direction], ctx)
     if symmetry.uses_inverse and symmetry.basis(symmetry.pairs[0], ctx) is None:  # dense: g^-1 kept by exp(-lr A)
         for T, m in zip(stepped, symmetry.pairs):
+            assert ctx.inverses[m][0] is T
             inverse = torch.linalg.inv(torch.eye(T.shape[0], dtype=T.dtype) + T)
             torch.testing.assert_close(ctx.inverses[m][2], inverse, rtol=1e-10, atol=1e-12)
+    for coords in (stepped, step(symmetry, xi, list(grads), lr, ctx)):
+        for got, want in zip(coords, expected):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     # the objective rises along the step (a small one: first order)
     small = step(symmetry, xi, list(grads), 1e-6, ctx)
     assert symmetry.grad_norm_sq(small, params, batch, ctx) > symmetry.grad_norm_sq(xi, params, batch, ctx)
