@@ -169,7 +169,7 @@ class FactoredElement:
 
     A step appends one factor (no d x d work; ``LowRankFactor``); a product of g or g^-1 with k vectors costs
     O(k d R), R = the steps' total rank, against O(k d^2) with dense g, g^-1 and O(d^2 r) per step to update them.
-    On 784-512-512-10 with a teleport batch of 20 (r = 40) an ascent step of gl_data then costs ~2.2-2.5 descent steps
+    On 784-512-512-10 with a teleport batch of 20 (r = 40) an ascent step of gl_data then costs ~1.8-3.0 descent steps
     (scripts/bench.py, 10 steps; an earlier version with dense g and g^-1 updated per step measured 3.8-4.5).
     ``GLPairSymmetry`` goes on densely once R would pass d (``dense``, ``dense_inverse``: O(d^2 R) once), and the
     action multiplies the weights by the factors too (O(d R) per row; exact as an LU: each factor's inverse is exact
