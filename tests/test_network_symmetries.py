@@ -250,6 +250,33 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
     assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
 
 
+@pytest.mark.parametrize("factory", [GLData, GLHidden])
+def test_a_wide_and_a_narrow_pair_take_their_gradients_in_one_backward(factory):
+    """A 30-wide pair (factored: probes) next to a 6-wide one (a tangent element) in the same objective and backward:
+    five ``exp`` steps agree with the path on which neither is factored."""
+    problem = MLPRegression(dims=[5, 30, 6, 3], n_samples=4, activation="leaky_relu", slope=0.1, init="default")
+    problem.setup("cpu", torch.float64, 0)
+    params, batch = problem.init_params(), problem.train_batch(0)
+    trails = []
+    for min_width in (6, math.inf):
+        symmetry = factory()
+        symmetry.factored_min_width_per_sample = min_width
+        symmetry.bind(problem)
+        ctx = symmetry.prepare(params, batch)
+        assert symmetry.factored_pairs(ctx) == ([0] if min_width == 6 else [])
+        xi, trail = symmetry.identity(params, ctx), []
+        for _ in range(5):
+            value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
+            xi = symmetry.retract(xi, [0.004 * d for d in direction], ctx)
+            trail.append((value, [dense_coords(T) for T in xi]))
+        trails.append(trail)
+    for (v1, xi1), (v2, xi2) in zip(*trails):
+        torch.testing.assert_close(v1, v2, rtol=1e-12, atol=0)
+        for a, b in zip(xi1, xi2):
+            assert (a - b).norm() < 1e-10 * b.norm()
+    assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", ["full_rank", "dependent_columns", "zero"])
 def test_step_basis_gives_the_step_exactly_and_never_undercounts_its_norm(case, dtype):
