@@ -210,6 +210,22 @@ def test_factored_exp_direction_takes_the_same_steps_as_the_dense_one(case):
             assert m not in ctx.inverses
 
 
+def exp_ascent_from_identity(factory, problem, min_width, steps: int):
+    """(the factored pairs, [(value, coordinates) per step]) of ``steps`` ``exp`` ascent steps of size 0.004 from
+    the identity, with pairs factored from ``min_width`` x the batch (math.inf: none)."""
+    params, batch = problem.init_params(), problem.train_batch(0)
+    symmetry = factory()
+    symmetry.factored_min_width_per_sample = min_width
+    symmetry.bind(problem)
+    ctx = symmetry.prepare(params, batch)
+    xi, trail = symmetry.identity(params, ctx), []
+    for _ in range(steps):
+        value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
+        xi = symmetry.retract(xi, [0.004 * d for d in direction], ctx)
+        trail.append((value, xi))
+    return symmetry.factored_pairs(ctx), trail
+
+
 @pytest.mark.parametrize("factory", [GLData, GLHidden, GLLinear])
 def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
     """From the identity a factored ascent keeps g as the product of its low-rank steps (``FactoredElement``, never
@@ -218,19 +234,7 @@ def test_factored_iterates_from_the_identity_match_the_dense_path(factory):
     activation = "identity" if factory is GLLinear else "leaky_relu"
     problem = MLPRegression(dims=[5, 30, 30, 3], n_samples=4, activation=activation, slope=0.1, init="default")
     problem.setup("cpu", torch.float64, 0)
-    params, batch = problem.init_params(), problem.train_batch(0)
-    trails = []
-    for min_width in (6, math.inf):
-        symmetry = factory()
-        symmetry.factored_min_width_per_sample = min_width
-        symmetry.bind(problem)
-        ctx = symmetry.prepare(params, batch)
-        xi, trail = symmetry.identity(params, ctx), []
-        for _ in range(6):
-            value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
-            xi = symmetry.retract(xi, [0.004 * d for d in direction], ctx)
-            trail.append((value, xi))
-        trails.append(trail)
+    trails = [exp_ascent_from_identity(factory, problem, min_width, 6)[1] for min_width in (6, math.inf)]
     kinds = [[type(T).__name__ for T in xi] for _, xi in trails[0]]
     assert kinds[0] == ["FactoredElement"] * 2 and "Tensor" in kinds[-1], kinds
     # gl_hidden never divides by g: its factors never form their Woodbury inverse; gl_data's do
@@ -256,24 +260,15 @@ def test_a_wide_and_a_narrow_pair_take_their_gradients_in_one_backward(factory):
     five ``exp`` steps agree with the path on which neither is factored."""
     problem = MLPRegression(dims=[5, 30, 6, 3], n_samples=4, activation="leaky_relu", slope=0.1, init="default")
     problem.setup("cpu", torch.float64, 0)
-    params, batch = problem.init_params(), problem.train_batch(0)
     trails = []
     for min_width in (6, math.inf):
-        symmetry = factory()
-        symmetry.factored_min_width_per_sample = min_width
-        symmetry.bind(problem)
-        ctx = symmetry.prepare(params, batch)
-        assert symmetry.factored_pairs(ctx) == ([0] if min_width == 6 else [])
-        xi, trail = symmetry.identity(params, ctx), []
-        for _ in range(5):
-            value, direction = symmetry.value_and_direction(xi, params, batch, ctx)
-            xi = symmetry.retract(xi, [0.004 * d for d in direction], ctx)
-            trail.append((value, [dense_coords(T) for T in xi]))
+        factored, trail = exp_ascent_from_identity(factory, problem, min_width, 5)
+        assert factored == ([0] if min_width == 6 else [])
         trails.append(trail)
     for (v1, xi1), (v2, xi2) in zip(*trails):
         torch.testing.assert_close(v1, v2, rtol=1e-12, atol=0)
         for a, b in zip(xi1, xi2):
-            assert (a - b).norm() < 1e-10 * b.norm()
+            assert (dense_coords(a) - b).norm() < 1e-10 * b.norm()
     assert trails[0][-1][0] > 1.2 * trails[0][0][0]  # the ascent went up
 
 
