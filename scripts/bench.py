@@ -9,6 +9,9 @@ Prints a table and writes JSON with:
   epoch_vs_dataloader  one epoch of the plain DataLoader loop (TensorDataset + DataLoader, batch 20) / one
                        epoch of the runner (validation included); also the loader's own time per epoch and
                        the ratio a runner with free data loading would reach.  target >= 3
+  epoch_vs_torchvision_loader  the same against the loop most MNIST users write: torchvision's MNIST with
+                       ToTensor (uint8 -> PIL -> float per sample) + DataLoader, batch 20 (written out as
+                       PerSampleImages where torchvision does not import).    context, no target
   ascent_step_cost     time of one teleport ascent step / one descent step, per symmetry and workload
                        (marginal cost over a teleport of the default 10 steps: (t(10 steps) - t(1 step)) / 9,
                        so per-teleport setup is excluded and later, costlier steps are included), with the
@@ -197,6 +200,59 @@ def dataloader_epoch(problem, params, train: bool = True):
     return run
 
 
+class PerSampleImages(torch.utils.data.Dataset):
+    """What ``torchvision.datasets.MNIST(root, transform=transforms.ToTensor())`` does per sample, written out
+    for where torchvision does not import (the CPU torch here): the uint8 image becomes a PIL image, ToTensor
+    turns it into a (1, 28, 28) float tensor divided by 255, and the label an int."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[i].numpy())  # a 2-D uint8 array: mode "L", as torchvision's MNIST
+        x = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image.size[1], image.size[0], 1)
+        return x.permute(2, 0, 1).contiguous().float().div(255), int(self.labels[i])
+
+
+def torchvision_style_dataset(problem):
+    """(dataset, what it is): the runner's training split as the loop most MNIST users write reads it, per sample
+    from uint8 images. torchvision's own MNIST class where torchvision imports, ``PerSampleImages`` otherwise."""
+    images = (problem.x_train.cpu() * 255).round().to(torch.uint8).view(-1, 28, 28)  # exact: x = uint8 / 255
+    labels = problem.y_train.cpu()
+    try:  # torchvision fails to import beside the CPU torch (reference.md section 6); its MNIST needs root/MNIST/raw
+        from torchvision import datasets, transforms
+
+        dataset = datasets.MNIST(str(problem.data_folder.parent.parent), train=True, transform=transforms.ToTensor())
+    except Exception:
+        return PerSampleImages(images, labels), "PerSampleImages (torchvision's MNIST + ToTensor, written out)"
+    dataset.data, dataset.targets = images, labels  # the runner's split, not all 60k
+    return dataset, "torchvision.datasets.MNIST + ToTensor"
+
+
+def torchvision_style_epoch(problem, params):
+    """One epoch of the loop most MNIST users write: torchvision's MNIST with ToTensor, DataLoader(batch 20,
+    shuffle), flatten, step. Context for ``epoch_vs_dataloader``, whose baseline already holds float tensors."""
+    from torch.utils.data import DataLoader
+
+    model = plain_model(problem, params)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    dataset, kind = torchvision_style_dataset(problem)
+    loader = DataLoader(dataset, batch_size=problem.batch_size, shuffle=True, pin_memory=DEVICE.type == "cuda")
+
+    def run():
+        for x, y in loader:
+            x, y = x.to(DEVICE, non_blocking=True).flatten(1), y.to(DEVICE, non_blocking=True)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return run, kind
+
+
 def preset_ascent(workload: str) -> dict:
     """``lr`` and ``max_group_norm`` of the workload's preset (``ASCENT_PRESETS``)."""
     from omegaconf import OmegaConf
@@ -346,9 +402,10 @@ def main() -> None:
         console.print(f"[dim]{name}: done[/dim]")
     if EPOCH_WORKLOAD in args.workloads:
         problem, _, _, _, params, optimizer = setup(WORKLOADS[EPOCH_WORKLOAD], data_root)
+        per_sample_epoch, per_sample_kind = torchvision_style_epoch(problem, params)
         epochs = {"loader": dataloader_epoch(problem, params),
                   "runner": runner_steps(problem, params, optimizer, problem.steps_per_epoch, tmp / "epoch"),
-                  "loader_only": dataloader_epoch(problem, params, train=False)}
+                  "loader_only": dataloader_epoch(problem, params, train=False), "per_sample": per_sample_epoch}
         times = {key: [] for key in epochs}
         for _ in range(3):  # alternately, as the descent comparison
             for key, epoch in epochs.items():
@@ -358,6 +415,9 @@ def main() -> None:
         result["epoch_vs_dataloader"] = {EPOCH_WORKLOAD: loader_s / runner_epoch_s, "dataloader_epoch_s": loader_s,
                                          "runner_epoch_s": runner_epoch_s, "dataloader_loading_only_s": loading_s,
                                          "bound_with_free_data": loader_s / max(loader_s - loading_s, 1e-12)}
+        per_sample_s = statistics.median(times["per_sample"])
+        result["epoch_vs_torchvision_loader"] = {EPOCH_WORKLOAD: per_sample_s / runner_epoch_s,
+                                                 "loader_epoch_s": per_sample_s, "loader": per_sample_kind}
     if not args.skip_scaling:
         result["scaling"] = scaling(Path(args.out).with_name("scaling.png"))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -384,6 +444,10 @@ def main() -> None:
                       f"DataLoader {epoch['dataloader_epoch_s']:.2f} s/epoch (loading alone "
                       f"{epoch['dataloader_loading_only_s']:.2f} s), runner {epoch['runner_epoch_s']:.2f} s, "
                       f"bound {epoch['bound_with_free_data']:.2f}")
+    if "epoch_vs_torchvision_loader" in result:
+        epoch = result["epoch_vs_torchvision_loader"]
+        table.add_row("epoch_vs_torchvision_loader", EPOCH_WORKLOAD, f"{epoch[EPOCH_WORKLOAD]:.2f}", "",
+                      "(context)", Text(f"{epoch['loader']}: {epoch['loader_epoch_s']:.2f} s/epoch"))
     for name, ratio in result["ascent_step_cost"].items():
         table.add_row("ascent_step_cost", Text(name), f"{ratio:.2f}" if isinstance(ratio, float) else Text(ratio),
                       spread("ascent_step_cost", name), "<= 3")

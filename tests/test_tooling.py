@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -344,6 +345,26 @@ def test_bench_script_writes_ratios(tmp_path):
     for ratio, (low, high) in zip(ratios, spreads):
         assert low == pytest.approx(ratio) and high == pytest.approx(ratio)
     assert "descent_vs_plain" in proc.stdout and "ascent_step_cost" in proc.stdout
+
+
+def test_bench_per_sample_baseline_reads_the_runners_images(synthetic_mnist_root):
+    """The torchvision-style baseline of `epoch_vs_torchvision_loader` (uint8 -> PIL -> float per sample) yields
+    the very images and labels the runner trains on, so its epoch does the same work as the runner's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    problem = bench.setup([*bench.WORKLOADS[bench.EPOCH_WORKLOAD], "problem.n_train=200", "problem.n_val=40"],
+                          synthetic_mnist_root)[0]
+    dataset, kind = bench.torchvision_style_dataset(problem)
+    assert len(dataset) == 200 and "MNIST" in kind
+    for i in (0, 7, 199):
+        image, label = dataset[i]
+        assert image.shape == (1, 28, 28) and image.dtype == torch.float32
+        assert torch.allclose(image.flatten().to(problem.x_train), problem.x_train[i], rtol=0, atol=1e-7)
+        assert label == int(problem.y_train[i])
+    assert len({int(dataset[i][1]) for i in range(50)}) > 1  # labels differ: not one sample repeated
 
 
 def test_bench_scaling_sweep_fits_exponents_and_draws_them(tmp_path):
