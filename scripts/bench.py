@@ -179,20 +179,22 @@ def runner_steps(problem, params, optimizer, n_steps: int, out_dir: Path):
     return run
 
 
-def dataloader_epoch(problem, params, train: bool = True):
-    """The loop most users write: TensorDataset + DataLoader(batch 20, shuffle). ``train=False`` only iterates
-    the loader, which measures its own cost per epoch (and so the best ratio any runner could reach)."""
+def dataloader_epoch(problem, params, train: bool = True, dataset=None):
+    """The loop most users write: a Dataset (by default TensorDataset of the training split) + DataLoader(batch
+    20, shuffle), images flattened for the MLP. ``train=False`` only iterates the loader, which measures its own
+    cost per epoch (and so the best ratio any runner could reach)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     model = plain_model(problem, params)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     # As users write it: the dataset in host memory, each batch moved to the device (a no-op on the CPU).
-    loader = DataLoader(TensorDataset(problem.x_train.cpu(), problem.y_train.cpu()), batch_size=problem.batch_size,
-                        shuffle=True, pin_memory=DEVICE.type == "cuda")
+    if dataset is None:
+        dataset = TensorDataset(problem.x_train.cpu(), problem.y_train.cpu())
+    loader = DataLoader(dataset, batch_size=problem.batch_size, shuffle=True, pin_memory=DEVICE.type == "cuda")
 
     def run():
         for x, y in loader:
-            x, y = x.to(DEVICE, non_blocking=True), y.to(DEVICE, non_blocking=True)
+            x, y = x.to(DEVICE, non_blocking=True).flatten(1), y.to(DEVICE, non_blocking=True)
             if train:
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -235,22 +237,10 @@ def torchvision_style_dataset(problem):
 
 
 def torchvision_style_epoch(problem, params):
-    """One epoch of the loop most MNIST users write: torchvision's MNIST with ToTensor, DataLoader(batch 20,
-    shuffle), flatten, step. Context for ``epoch_vs_dataloader``, whose baseline already holds float tensors."""
-    from torch.utils.data import DataLoader
-
-    model = plain_model(problem, params)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    """(run, what it is): one epoch of the loop most MNIST users write, ``dataloader_epoch`` over
+    ``torchvision_style_dataset``. Context for ``epoch_vs_dataloader``, whose baseline already holds float tensors."""
     dataset, kind = torchvision_style_dataset(problem)
-    loader = DataLoader(dataset, batch_size=problem.batch_size, shuffle=True, pin_memory=DEVICE.type == "cuda")
-
-    def run():
-        for x, y in loader:
-            x, y = x.to(DEVICE, non_blocking=True).flatten(1), y.to(DEVICE, non_blocking=True)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return run, kind
+    return dataloader_epoch(problem, params, dataset=dataset), kind
 
 
 def preset_ascent(workload: str) -> dict:
