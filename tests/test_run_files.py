@@ -87,3 +87,20 @@ def test_logged_grad_norm_is_the_full_gradient_norm():
     assert [r["step"] for r in rows] == [0, 1, 2] and len(buffer) == 0
     for row, value in zip(rows, expected):
         assert abs(row["grad_norm_sq"] - value) <= 1e-5 * value
+
+
+def test_console_summary_wraps_the_run_directory_instead_of_cutting_it(tmp_path):
+    from rich.console import Console
+
+    from teleport_runner.logging.console import ConsoleSink
+
+    run_dir = tmp_path / "outputs" / "runs" / ("a_long_run_directory_name_" * 3)
+    sink = ConsoleSink(progress=False, run_dir=str(run_dir))
+    sink.console = Console(width=60, record=True, file=open(tmp_path / "console.txt", "w"))
+    sink.close({"status": "completed", "final_loss": 0.5, "steps": 10, "time_total_s": 1.0})
+    text = sink.console.export_text()
+    assert "…" not in text
+    # the path's pieces, read back across the wrapped rows, give the whole path
+    joined = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3
+                     and (line.split("│")[1].strip() in ("files", "")))
+    assert str(run_dir) in joined

@@ -52,6 +52,8 @@ class ConsoleSink(Sink):
         if self._progress is not None:
             self._progress.stop()
         table = Table(title=f"teleport_runner: {summary.get('status', '?')}", show_header=False)
+        table.add_column("what", no_wrap=True)
+        table.add_column("value", overflow="fold")  # wrap, never cut: the run directory is meant to be copied
         table.add_row("final loss", f"{summary.get('final_loss', float('nan')):.6g}")
         for key, value in (summary.get("final_metrics") or {}).items():
             table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
