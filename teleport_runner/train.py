@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -247,9 +248,19 @@ def unwritable_output_dir(argv: list[str]) -> str | None:
         existing = path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        if not existing.is_dir() or not can_create_folder_in(existing):
             return raw
     return None
+
+
+def can_create_folder_in(folder: Path) -> bool:
+    """Whether a folder can be made inside ``folder``, by making (and removing) one: ``os.access`` says yes to
+    root everywhere, also on read-only mounts and in /proc."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".teleport_write_check_", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def main() -> None:

@@ -77,6 +77,21 @@ def test_bad_values_are_rejected_clearly(tmp_path, overrides, words):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # rejected before any work
 
 
+def unwritable_folders(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    yield tmp_path / "a_file" / "run"  # a file stands in the path
+    if Path("/proc").is_dir():
+        yield Path("/proc/teleport_runner_run")  # os.access says writable to root; mkdir fails
+
+
+def test_an_output_folder_that_cannot_be_made_fails_in_one_line(tmp_path):
+    for folder in unwritable_folders(tmp_path):
+        proc = run_cli("experiment=paper_booth", f"hydra.run.dir={folder}", timeout=120)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert f"the output folder '{folder}' cannot be created" in proc.stderr and "hydra.run.dir=" in proc.stderr
+
+
 def test_schedule_outside_the_run_warns_and_names_the_steps(tmp_path):
     proc = run_cli("experiment=paper_booth", "schedule.steps=[4,50]", "logger=jsonl", "plots=false",
                    f"hydra.run.dir={tmp_path / 'run'}")
