@@ -248,7 +248,7 @@ def unwritable_output_dir(argv: list[str]) -> str | None:
         existing = path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir() or not can_create_folder_in(existing):
+        if not can_create_folder_in(existing):  # also false where a file stands in the path
             return raw
     return None
 

@@ -1,4 +1,5 @@
 """The files every run writes, and their keys (the contract later tools and users rely on)."""
+import io
 import json
 
 from conftest import read_jsonl
@@ -96,9 +97,9 @@ def test_console_summary_wraps_the_run_directory_instead_of_cutting_it(tmp_path)
 
     run_dir = tmp_path / "outputs" / "runs" / ("a_long_run_directory_name_" * 3)
     sink = ConsoleSink(progress=False, run_dir=str(run_dir))
-    sink.console = Console(width=60, record=True, file=open(tmp_path / "console.txt", "w"))
+    sink.console = Console(width=60, file=io.StringIO())
     sink.close({"status": "completed", "final_loss": 0.5, "steps": 10, "time_total_s": 1.0})
-    text = sink.console.export_text()
+    text = sink.console.file.getvalue()
     assert "…" not in text
     # the path's pieces, read back across the wrapped rows, give the whole path
     joined = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3
