@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .config_tree import flatten
-from .errors import ConfigError
+from .errors import ConfigError, RecordWriteError, describe_os_error
 
 FORMAT_VERSION = 1
 #: Config keys whose values decide a run's numbers; a checkpoint only resumes a run with the same ones.
@@ -63,10 +63,18 @@ class Checkpointer:
         return state
 
     def save(self, step: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoint atomically; a disk that refuses it keeps the previous checkpoint and raises
+        ``RecordWriteError`` naming the file."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(self.state_dict(step), tmp)
-        os.replace(tmp, self.path)  # atomic
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.state_dict(step), tmp)
+            os.replace(tmp, self.path)  # atomic
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            reason = describe_os_error(exc, self.path) if isinstance(exc, OSError) else f"{self.path}: {exc}"
+            raise RecordWriteError(f"could not write the checkpoint {reason}; the previous checkpoint is "
+                                   "kept") from None
 
     def load(self, total_steps: int | None = None) -> int:
         """Restore everything from the checkpoint in place; return the step to start from."""

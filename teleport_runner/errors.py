@@ -23,3 +23,16 @@ class SymmetryMismatch(ConfigError):
 def one_of(name: str, value, valid) -> ConfigError:
     """The standard 'bad value, here is what is valid' error."""
     return ConfigError(f"Invalid {name}: {value!r}. Valid values: {', '.join(map(str, valid))}.")
+
+
+class RecordWriteError(Exception):
+    """A run file could not be written (disk full, permissions, a folder removed under the run). Not a user
+    mistake in the config, but reported the same way: one line naming the file and the cause."""
+
+
+def describe_os_error(exc: OSError, path=None) -> str:
+    """``<path>: no space left on device`` and the like, without Python's ``[Errno 28]`` internals."""
+    import os
+
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"{path or exc.filename or '?'}: {reason}"

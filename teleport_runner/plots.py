@@ -23,6 +23,11 @@ def _finite(rows, key):
     return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in rows], dtype=float)
 
 
+def _points(values) -> np.ndarray:
+    """Points as floats; the run files write non-finite numbers as the strings "nan" and "inf"."""
+    return np.array([[float(v) for v in point] for point in values], dtype=float).reshape(len(values), -1)
+
+
 def plain_log_ticks(ax) -> None:
     """Tick labels as plain numbers (2.28, 1000, 1e-06), not 2.28 x 10^0; on an axis spanning under two decades
     (a loss often does) the 2s and 5s between the powers of ten are labelled too, all of them under one decade."""
@@ -83,9 +88,13 @@ def plot_contour(run_dir: Path, problem) -> list[Path]:
     bounds = getattr(problem, "plot_bounds", None)
     if not rows or bounds is None:
         return []
-    xy = np.array([r["params"] for r in rows])
-    teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted") and "params_after" in t]
-    pts = np.concatenate([xy] + [np.array([t["params_before"], t["params_after"]]) for t in teleports])
+    xy = _points([r["params"] for r in rows])  # a diverged run's last points are NaN/Inf: drawn up to there
+    xy = xy[np.isfinite(xy).all(1)]
+    teleports = [t for t in read_jsonl(run_dir / "teleports.jsonl") if t.get("accepted") and "params_after" in t
+                 and np.isfinite(_points([t["params_before"], t["params_after"]])).all()]
+    if not len(xy):
+        return []
+    pts = np.concatenate([xy] + [_points([t["params_before"], t["params_after"]]) for t in teleports])
     x0, x1 = min(bounds[0], pts[:, 0].min()), max(bounds[1], pts[:, 0].max())
     y0, y1 = min(bounds[2], pts[:, 1].min()), max(bounds[3], pts[:, 1].max())
     gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
@@ -93,8 +102,11 @@ def plot_contour(run_dir: Path, problem) -> list[Path]:
     with torch.no_grad():
         z = torch.func.vmap(lambda p: problem.loss([p], None))(grid).reshape(gx.shape).cpu().numpy()
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    levels = np.logspace(np.log10(max(z.min(), 1e-6)), np.log10(z.max()), 18)
-    ax.contour(gx, gy, z, levels=levels, colors="gray", linewidths=0.6)
+    finite_z = z[np.isfinite(z)]
+    low, high = max(finite_z.min(initial=np.inf), 1e-6), finite_z.max(initial=0.0)
+    if high > low:  # a view far out (a diverging path) can overflow the loss everywhere: then no contours
+        ax.contour(gx, gy, np.where(np.isfinite(z), z, high), levels=np.logspace(np.log10(low), np.log10(high), 18),
+                   colors="gray", linewidths=0.6)
     ax.plot(xy[:, 0], xy[:, 1], ".-", ms=3, lw=1, label="descent")
     for i, t in enumerate(teleports):
         (a, b), (c, d) = t["params_before"], t["params_after"]

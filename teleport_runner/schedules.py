@@ -18,7 +18,9 @@ SCHEDULE_SETTINGS = {"steps", "every", "offset", "until", "epochs", "step_offset
 
 
 class Schedule:
-    """Base class: ``steps(total_steps, steps_per_epoch)`` gives the sorted teleport steps."""
+    """Base class: ``steps(total_steps, steps_per_epoch)`` gives the teleport steps as a sorted, lazy sequence
+    (a ``range`` for periodic schedules): the loop asks ``step in steps``, so a run of 10^12 steps never
+    builds a list of its teleports."""
 
     def __init__(self, **other_schedule_settings):
         unknown = sorted(set(other_schedule_settings) - SCHEDULE_SETTINGS)
@@ -26,11 +28,14 @@ class Schedule:
             raise ConfigError(f"Unknown schedule setting(s) {unknown} for {type(self).__name__}. Valid settings: "
                               f"{sorted(SCHEDULE_SETTINGS)}.")
 
-    def requested(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    def requested(self, total_steps: int, steps_per_epoch: int) -> Sequence[int]:
         return []
 
-    def steps(self, total_steps: int, steps_per_epoch: int = 1) -> list[int]:
-        requested = sorted(set(self.requested(total_steps, steps_per_epoch)))
+    def steps(self, total_steps: int, steps_per_epoch: int = 1) -> Sequence[int]:
+        requested = self.requested(total_steps, steps_per_epoch)
+        if isinstance(requested, range):  # periodic: inside the run by construction, O(1) membership
+            return requested
+        requested = sorted(set(requested))
         outside = [s for s in requested if not 0 <= s < total_steps]
         if outside:
             warnings.warn(f"Schedule steps {outside} lie outside the run (steps 0..{total_steps - 1}) and are "
@@ -74,6 +79,8 @@ class Every(Schedule):
         super().__init__(**others)
         if int(every) < 1:
             raise ConfigError(f"Invalid schedule.every: {every!r}; it must be a positive integer.")
+        if until is not None and int(until) < 0:
+            raise ConfigError(f"Invalid schedule.until: {until!r}; it must be >= 0 (or null: the end of the run).")
         if offset is not None and int(offset) < 0:
             raise ConfigError(f"Invalid schedule.offset: {offset!r}; it must be >= 0 (or null: the value of every).")
         self.every, self.until = int(every), until
@@ -81,7 +88,7 @@ class Every(Schedule):
 
     def requested(self, total_steps, steps_per_epoch):
         end = total_steps if self.until is None else min(total_steps, int(self.until))
-        return list(range(self.offset, end, self.every))
+        return range(self.offset, max(end, self.offset), self.every)
 
 
 class AtEpochs(Schedule):

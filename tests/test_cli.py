@@ -59,7 +59,7 @@ BAD_OVERRIDES = [
     (["problem=mnist", "problem.data.root=/nonexistent/folder"], ["/nonexistent/folder", "MNIST"]),
     (["problem=mnist", "problem.batch_size=0"], ["batch_size", "0"]),
     (["seed=1.5"], ["seed", "1.5", "integer"]),
-    (["optimizer.lr=abc"], ["optimizer", "'lr': 'abc'"]),
+    (["optimizer.lr=abc"], ["Invalid optimizer.lr: 'abc'; it must be a number."]),
     (["loss_thresholds=[0.1,abc]"], ["loss_thresholds", "abc", "list of numbers"]),
     (["-m", "--cfg", "job"], ["Only one of", "--help"]),  # Hydra's own command-line check
     (["=3"], ["'=3'", "key=value"]),

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import PACKAGE, PackageCalls, as_package_code, compose_cfg
-from teleport_runner.train import run
+from teleport_runner.runner import run
 
 try:  # the factories torch.set_default_device redirects
     from torch.utils._device import _device_constructors

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from conftest import PackageCalls, as_package_code, compose_cfg
-from teleport_runner.train import run
+from teleport_runner.runner import run
 
 SYNCS = {Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,
          Tensor.cpu, Tensor.numpy}

@@ -84,8 +84,8 @@ def test_logged_grad_norm_is_the_full_gradient_norm():
             p.grad = torch.randn(p.shape, generator=gen)
         expected.append(sum(float(p.grad.double().square().sum()) for p in params))
         buffer.add(step, torch.tensor(1.0), params, elapsed=0.1 * step)
-    rows = buffer.drain()
-    assert [r["step"] for r in rows] == [0, 1, 2] and len(buffer) == 0
+    rows, losses = buffer.drain()
+    assert [r["step"] for r in rows] == [0, 1, 2] and len(buffer) == 0 and len(losses) == 3
     for row, value in zip(rows, expected):
         assert abs(row["grad_norm_sq"] - value) <= 1e-5 * value
 

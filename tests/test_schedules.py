@@ -6,9 +6,9 @@ from teleport_runner.schedules import AtEpochs, AtSteps, Every
 
 
 def test_every_starts_after_the_first_block_unless_told():
-    assert Every(every=100).steps(1000) == [100, 200, 300, 400, 500, 600, 700, 800, 900]
-    assert Every(every=100, offset=0).steps(300) == [0, 100, 200]
-    assert Every(every=100, offset=99, until=400).steps(1000) == [99, 199, 299, 399]  # the official Rosenbrock code
+    assert list(Every(every=100).steps(1000)) == [100, 200, 300, 400, 500, 600, 700, 800, 900]
+    assert list(Every(every=100, offset=0).steps(300)) == [0, 100, 200]
+    assert list(Every(every=100, offset=99, until=400).steps(1000)) == [99, 199, 299, 399]  # the official Rosenbrock code
 
 
 def test_other_schedules_and_bad_values():

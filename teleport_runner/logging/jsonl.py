@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 
+from ..errors import DataError, RecordWriteError, describe_os_error
 from .base import Sink
 
 FILES = {"train": "metrics.jsonl", "val": "val.jsonl", "teleport": "teleports.jsonl", "test": "test.jsonl"}
@@ -32,17 +35,66 @@ def _dumps(row: dict) -> str:
         return json.dumps(_clean(row))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, warn: bool = True) -> list[dict]:
+    """The rows of a JSONL run file. A torn last line (what a kill or a full disk leaves) is skipped with one
+    warning; an unreadable line before it is damage, reported as a ``DataError`` naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_bytes().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if number < len(lines):
+                raise DataError(f"{path} is damaged: line {number} is not a JSON object. Restore the file, "
+                                "or leave the run out.") from None
+            if warn:
+                warnings.warn(f"{path}: skipped a torn last line (line {number}, {len(line)} bytes: what a "
+                              "kill or a full disk leaves).", stacklevel=2)
+            break
+        rows.append(row)
+    return rows
+
+
+#: Rows a resumed run keeps, by file: a validation row is logged at the epoch's end step, before the checkpoint
+#: of that step is taken, so it belongs to the state a checkpoint at that step holds.
+KEEP_AT_RESUME_STEP = {"val.jsonl"}
 
 
 def truncate_jsonl(path: Path, before_step: int) -> None:
-    """Drop rows with step >= ``before_step`` (a resumed run rewrites them)."""
-    rows = [r for r in read_jsonl(path) if r.get("step", -1) < before_step]
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """Keep the rows that belong to the state after ``before_step`` descent steps (a resumed run rewrites the
+    rest): rows with step < ``before_step`` (<= for the validation rows). A torn last line is dropped. The file
+    is replaced atomically, so a kill here never loses the rows kept."""
+    path = Path(path)
+    keep_equal = path.name in KEEP_AT_RESUME_STEP
+    rows = [r for r in read_jsonl(path) if r.get("step", -1) < before_step
+            or keep_equal and r.get("step", -1) == before_step]
+    atomic_write_text(path, "".join(_dumps(r) + "\n" for r in rows))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file,
+    never half of one. A write that fails (disk full) leaves the old file and raises ``RecordWriteError``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise RecordWriteError(f"could not write {describe_os_error(exc, path)}") from None
 
 
 class JsonlSink(Sink):
@@ -71,19 +123,47 @@ class JsonlSink(Sink):
         self.log_rows([{"step": step, **metrics}], kind)
 
     def log_rows(self, rows: list[dict], kind: str = "train") -> None:
-        """One write and one flush for a whole buffer of rows (the loop flushes every ``flush_every`` steps)."""
-        handle = self._handle(kind)
-        handle.write("".join([_dumps(row) + "\n" for row in rows]))
-        handle.flush()
+        """One write and one flush for a whole buffer of rows (the loop flushes every ``flush_every`` steps).
 
-    def close(self, summary: dict) -> None:
-        for handle in self._handles.values():
+        A write that fails (disk full) is cut back to the last whole row and raised as ``RecordWriteError``
+        naming the file: the file never ends in half a row written by this process."""
+        handle = self._handle(kind)
+        text = "".join([_dumps(row) + "\n" for row in rows])
+        start = handle.tell()
+        try:
+            handle.write(text)
+            handle.flush()
+        except OSError as exc:
+            self._cut(kind, start)
+            raise RecordWriteError(f"could not write {describe_os_error(exc, self.run_dir / FILES[kind])}; "
+                                   f"the rows before step {rows[0].get('step')} are kept") from None
+
+    def _cut(self, kind: str, length: int) -> None:
+        """Drop what a failed write left after ``length`` bytes (the buffer is discarded, not flushed)."""
+        handle = self._handles.pop(kind)
+        try:
+            os.truncate(self.run_dir / FILES[kind], length)
+        except OSError:
+            pass
+        try:
             handle.close()
-        self._handles = {}
-        write_summary(self.run_dir, summary)
+        except OSError:  # close flushes the failed buffer again; the file is cut already
+            pass
+        try:
+            os.truncate(self.run_dir / FILES[kind], length)
+        except OSError:
+            pass
+
+    def close(self, summary: dict | None = None) -> None:
+        """Close the files (the run record, ``RunRecord``, writes summary.json)."""
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            try:
+                handle.close()
+            except OSError:
+                pass
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    tmp = Path(run_dir) / "summary.json.tmp"
-    tmp.write_text(json.dumps(_clean(summary), indent=2) + "\n")
-    tmp.replace(Path(run_dir) / "summary.json")  # atomic: never a half-written summary
+    """summary.json, atomically: never a half-written summary."""
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")

@@ -51,7 +51,10 @@ class ImageClassifier(NetworkProblem):
         self.batch_size = int(batch_size)
         self.n_train_req, self.n_val_req = n_train, n_val
         self.root = data.get("root") or idx.default_root()
-        self.download = bool(data.get("download", False))
+        if not isinstance(data.get("download", False), bool) or not isinstance(self.root, str):
+            raise ConfigError(f"Invalid problem.data: {data!r}; root must be a folder path (a string) and download "
+                              "true or false.")
+        self.download = data.get("download", False)
         self.name = self.dataset
         self._perm_epoch, self._perm = None, None
 
@@ -105,7 +108,12 @@ class ImageClassifier(NetworkProblem):
         return self.x_train.index_select(0, index), self.y_train.index_select(0, index)
 
     def teleport_batch_size(self, requested: int | None) -> int:
-        return self.batch_size if requested is None else int(requested)
+        size = self.batch_size if requested is None else int(requested)
+        if size > self.n_train:  # the batch would repeat samples: refused, never silently wrapped
+            raise ConfigError(f"Invalid teleport.batch_size: {requested!r}; it must be at most the "
+                              f"{self.n_train} training samples (problem.n_train), or null for the training "
+                              f"batch size ({self.batch_size}).")
+        return size
 
     def teleport_batches(self, step: int, n: int, batch_size: int | None) -> list[Batch]:
         """``n`` consecutive batches of the current epoch's order, starting at this step's batch (Algorithm 2:

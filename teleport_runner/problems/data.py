@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ def read_idx(path: str | Path) -> Tensor:
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"Could not read IDX file {path}: {exc}. Re-download it.") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; flipped bytes: zlib.error
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc) or type(exc).__name__
+        raise DataError(f"Could not read IDX file {path}: {reason} (corrupted or truncated). Re-download it.") from None
     if len(raw) < 4:
         raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, expected at least a 4-byte header.")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])

@@ -18,6 +18,7 @@ from torch import Tensor
 from ..errors import ConfigError, one_of
 from ..problems.base import Batch, Problem
 from ..symmetries.base import Coords, Symmetry
+from ..signals import Interrupted, StopRequest
 from .state import STATE_POLICIES, apply_state_policy
 
 #: Settings of any solver. A preset tunes the solver it names (``teleport.lr=...``); when the user then swaps
@@ -92,13 +93,31 @@ class TeleportSolver(ABC):
         return self.max_rel_drift if self.max_rel_drift is not None else DEFAULT_MAX_REL_DRIFT[dtype]
 
     def teleport(self, step: int, problem: Problem, symmetry: Symmetry, params: list[Tensor],
-                 optimizer: torch.optim.Optimizer, generator: torch.Generator) -> list[dict]:
-        """Teleport once on each of ``batches`` mini-batches; return one event dict per teleport."""
+                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 stop: StopRequest | None = None) -> list[dict]:
+        """Teleport once on each of ``batches`` mini-batches; return one event dict per teleport.
+
+        ``stop`` (a ``StopRequest``) is read between ascent steps: a signal ends the search with
+        ``Interrupted`` before anything is written into the parameters (a teleport is whole or not at all; of
+        several batches' teleports, those committed before the signal stand and are returned)."""
+        self._stop = stop or StopRequest()
         events = []
         for index, batch in enumerate(problem.teleport_batches(step, self.batches, self.batch_size)):
-            events.append(self._teleport_once(step, index, problem, symmetry, params, optimizer, batch,
-                                              generator))
+            try:
+                self._stop.check(f"during the teleport at step {step}")
+                events.append(self._teleport_once(step, index, problem, symmetry, params, optimizer, batch,
+                                                  generator))
+            except Interrupted:
+                if not events:
+                    raise
+                break  # the teleports already committed stand (and are logged); the loop stops after this step
         return events
+
+    def check_stop(self) -> None:
+        """For solvers, between two search steps: raise ``Interrupted`` if a signal asked the run to stop."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None and stop.signum is not None:
+            stop.check("during a teleport (rolled back)")
 
     def _teleport_once(self, step, index, problem, symmetry, params, optimizer, batch, generator) -> dict:
         start = time.perf_counter()

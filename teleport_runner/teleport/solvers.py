@@ -37,6 +37,9 @@ class GradientAscent(TeleportSolver):
             raise ConfigError(f"Invalid teleport.lr: {lr!r}; the ascent learning rate must be > 0.")
         if init not in ("identity", "random"):
             raise one_of("teleport.init", init, ("identity", "random"))
+        if not init_scale > 0:
+            raise ConfigError(f"Invalid teleport.init_scale: {init_scale!r}; the spread of the random start must be "
+                              "> 0.")
         if max_group_norm is not None and not max_group_norm > 0:
             raise ConfigError(f"Invalid teleport.max_group_norm: {max_group_norm!r}; use a positive bound "
                               "or null for none.")
@@ -54,6 +57,7 @@ class GradientAscent(TeleportSolver):
             path_budget = torch.full((), self.max_group_norm, device=params[0].device, dtype=params[0].dtype)
         visited, values = [], []
         for _ in range(self.steps):
+            self.check_stop()
             objective, direction = symmetry.value_and_direction(xi, params, batch, ctx)
             visited.append(xi)
             values.append(objective)
@@ -91,6 +95,7 @@ class RandomSearch(TeleportSolver):
         candidates, values = [], []
         with torch.enable_grad():
             for _ in range(self.samples):
+                self.check_stop()
                 xi = symmetry.sample(params, ctx, generator, self.scale)
                 candidates.append(xi)
                 values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())

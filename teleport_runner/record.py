@@ -1,0 +1,126 @@
+"""The run record: who owns a run folder, when its record may change, and how summary.json is written.
+
+The record of a run is its folder: ``.hydra/`` (the composed config, Hydra's config, the overrides),
+``metrics.jsonl``, ``val.jsonl``, ``teleports.jsonl``, ``test.jsonl``, ``checkpoint.pt`` and ``summary.json``.
+Its rules, one mechanism each:
+
+- **One live run per folder.** ``RunRecord.lock`` takes an exclusive ``flock`` on ``<run>/.teleport.lock``
+  and writes the holder (pid, host, start time, command) into it. A second run into the folder is refused with
+  a message naming the holder. The kernel drops the lock when its process dies, so a stale lock (a killed run,
+  a dead pid) never blocks.
+- **Nothing changes before the run starts for real.** Every check (config values, the checkpoint's
+  fingerprint, the folder's state) runs before ``begin``; a command refused by any of them writes nothing into
+  the folder. ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
+- **A finished run's folder is not reused silently.** A new run (no ``resume``) into a folder that already
+  holds results is refused: continue it with ``resume=true`` or choose another folder.
+- **The summary is written first, atomically.** ``finish`` writes summary.json (temporary file and rename)
+  before anything optional (figures, uploads) runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ConfigError, RecordWriteError, describe_os_error
+from .logging.jsonl import FILES, atomic_write_text, write_summary
+
+LOCK_NAME = ".teleport.lock"
+#: Files whose presence means a folder holds a run's results.
+RESULT_FILES = ("summary.json", *FILES.values())
+
+
+class RunFolderBusy(ConfigError):
+    """Another live run holds the folder."""
+
+
+class RunFolderTaken(ConfigError):
+    """The folder holds a finished (or stopped) run's results, and this run does not resume it."""
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run's results (a summary or a non-empty metrics file)."""
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() and (run_dir / name).stat().st_size > 0 for name in RESULT_FILES)
+
+
+class RunRecord:
+    """The record of the run in ``run_dir`` (see the module docstring for the rules)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    @contextmanager
+    def lock(self):
+        """Hold the folder for this process while the block runs; refuse if another live run holds it."""
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(path)
+            os.close(fd)
+            raise RunFolderBusy(f"The run folder {self.run_dir} is in use by another run ({holder}). A folder "
+                                "belongs to one live run: wait for it to end, or choose another folder "
+                                "(leave out hydra.run.dir for a new timestamped one).") from None
+        self._fd = fd
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:
+            pass  # the lock itself is held; the holder's description is a courtesy
+        try:
+            yield self
+        finally:
+            self._fd = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def refuse_if_taken(self) -> None:
+        """A new run (not resuming) may not start in a folder that holds another run's results."""
+        if not holds_results(self.run_dir):
+            return
+        status = "unknown status"
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text())
+            status = f"status {summary.get('status')}, {summary.get('steps_done', summary.get('steps'))} steps"
+        except (OSError, ValueError):
+            status = "no summary: stopped or still writing"
+        raise RunFolderTaken(f"The run folder {self.run_dir} already holds a run ({status}). A new run does not "
+                             "overwrite it: continue it with resume=true (from its checkpoint), or choose another "
+                             "folder (leave out hydra.run.dir for a new timestamped one).")
+
+    def begin(self, config_yaml: str, hydra_files: dict[str, str] | None = None) -> None:
+        """The run starts for real: write ``.hydra/`` (config.yaml, and Hydra's hydra.yaml and overrides.yaml
+        when given). Before this, the folder's record is untouched."""
+        folder = self.run_dir / ".hydra"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordWriteError(f"could not write {describe_os_error(exc, folder)}") from None
+        atomic_write_text(folder / "config.yaml", config_yaml)
+        for name, text in (hydra_files or {}).items():
+            atomic_write_text(folder / name, text)
+
+    def finish(self, summary: dict) -> None:
+        """summary.json, atomically (``RecordWriteError`` when the disk refuses it)."""
+        write_summary(self.run_dir, summary)
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}: "
+                f"{info.get('command')}")
+    except (OSError, ValueError):
+        return "its pid is not recorded yet"
