@@ -42,6 +42,8 @@ class RunStats:
     time_total_s: float = 0.0
     last_val: dict = field(default_factory=dict)
     epoch_loss_sum: float = 0.0  # the current epoch's batch losses so far (a resumed run continues the sum)
+    epoch_grad_sum: float = 0.0  # and its logged steps' ||grad L||^2, with their count
+    epoch_grad_n: int = 0
 
     def __post_init__(self):
         for t in self.loss_thresholds:
@@ -145,10 +147,12 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
           teleport_steps, total_steps: int, sink: Sink, generator: torch.Generator,
           stats: RunStats, start_step: int = 0, log_every: int = 1, flush_every: int = 200,
           checkpoint_every: int | None = None, save_checkpoint: Callable[[int], None] | None = None,
-          log_params: bool = False, stop: StopRequest | None = None) -> dict:
+          log_params: bool = False, stop: StopRequest | None = None, flush_seconds: float | None = None) -> dict:
     """Run descent steps ``start_step .. total_steps-1``, teleporting before the scheduled ones.
 
     ``teleport_steps`` is any container answering ``step in teleport_steps`` (a schedule's lazy set).
+    Metrics reach the sinks every ``flush_every`` steps, and also every ``flush_seconds`` when a live display
+    wants them (each flush is one host sync). The clock starts after ``sink.start`` (a W&B init is not training).
     Returns the summary fields the loop owns (status, final loss, counts, times). Raises nothing for
     divergence or interruption: those end the run with ``status`` set, and what was logged is kept. A run is
     diverged when any step's loss (logged or not) or the final iterate's loss is not finite.
@@ -161,12 +165,14 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
     status, message, step = "completed", None, start_step
     done = start_step  # descent steps fully completed (the step a checkpoint resumes from)
     time_before = stats.time_total_s  # a resumed run continues the clock
-    t0 = time.perf_counter()
+    t0 = last_flush = time.perf_counter()
 
     def elapsed() -> float:
         return time_before + time.perf_counter() - t0
 
     def flush() -> None:
+        nonlocal last_flush
+        last_flush = time.perf_counter()
         rows, losses = buffer.drain()
         bad = next((s for s, value in losses if not math.isfinite(value)), None)
         if rows:  # a diverged row is kept on disk (the rows after it are not), then the run stops
@@ -174,6 +180,9 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         finite = losses if bad is None else [(s, v) for s, v in losses if s < bad]
         if mini_batch:
             stats.epoch_loss_sum += math.fsum(v for _, v in finite)
+            norms = [r["grad_norm_sq"] for r in rows if bad is None or r["step"] < bad]
+            stats.epoch_grad_sum += math.fsum(norms)
+            stats.epoch_grad_n += len(norms)
         else:
             for s, value in finite:
                 stats.add_loss(s, value)
@@ -186,13 +195,16 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         t_eval = time.perf_counter()
         val = problem.evaluate(params)
         stats.time_eval_s += time.perf_counter() - t_eval
-        train_loss = stats.epoch_loss_sum / steps_per_epoch
-        stats.epoch_loss_sum = 0.0
-        stats.add_loss(step + 1, train_loss)
+        row = {"epoch": (step + 1) // steps_per_epoch, "train_loss": stats.epoch_loss_sum / steps_per_epoch}
+        if stats.epoch_grad_n:  # the mean over the epoch's logged steps
+            row["grad_norm_sq"] = stats.epoch_grad_sum / stats.epoch_grad_n
+        stats.epoch_loss_sum, stats.epoch_grad_sum, stats.epoch_grad_n = 0.0, 0.0, 0
+        stats.add_loss(step + 1, row["train_loss"])
         stats.last_val = val or stats.last_val
-        sink.log(step + 1, {"epoch": (step + 1) // steps_per_epoch, "train_loss": train_loss, **val}, kind="val")
+        sink.log(step + 1, {**row, **val}, kind="val")
 
-    sink.start(total_steps, start_step)
+    sink.start(total_steps, start_step, steps_per_epoch)
+    t0 = last_flush = time.perf_counter()
     try:
         stop.check(f"before step {start_step}")
         for step in range(start_step, total_steps):
@@ -216,7 +228,8 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
             optimizer.zero_grad(set_to_none=True)
             # Bookkeeping at epoch ends and flush points (the only host syncs besides teleports).
             end_of_epoch = mini_batch and (step + 1) % steps_per_epoch == 0
-            if len(buffer) >= flush_every or end_of_epoch:
+            if len(buffer) >= flush_every or end_of_epoch or (
+                    flush_seconds is not None and time.perf_counter() - last_flush >= flush_seconds):
                 flush()
             if end_of_epoch:
                 end_epoch(step)

@@ -53,10 +53,9 @@ def objective(summary: dict, name: str, direction: str = "minimize") -> float:
         return worst(direction)
     head, _, tail = str(name).partition("/")
     if head == "steps_to_loss":
-        table = summary.get("steps_to_loss") or {}
-        key = next((k for k in table if float(k) == float(tail)), None)
-        value = table.get(key)
-        return float(summary.get("steps", 0) + 1) if value is None else float(value)
+        from .reporting.stats import steps_to
+
+        return steps_to(summary, tail)[0]
     value = (summary.get("final_metrics") or {}).get(tail) if head == "final_metrics" else summary.get(head)
     try:
         value = float(value)

@@ -18,9 +18,11 @@ from .config_types import check_types
 from .checkpoint import Checkpointer, checkpoint_every, should_resume
 from .errors import ConfigError, RecordWriteError, UserError, one_of
 from .logging import JsonlSink, Sinks
+from .logging.textlog import copy_output
 from .loop import RunStats, train
 from .objective import check_metric
 from .record import RunRecord
+from .reporting.stats import REJECTED_WARN
 from .resources import check_memory
 from .signals import OptionalWorkInterrupted, StopRequest
 from .train import CONFIG_DIR
@@ -137,17 +139,8 @@ def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     return epochs * steps_per_epoch if epochs is not None else _positive_int(cfg, "steps")
 
 
-def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
-        hydra_files: dict[str, str] | None = None) -> dict:
-    """Build everything from ``cfg``, train, and return the summary (also written to summary.json).
-
-    ``stop`` is the caller's ``StopRequest`` (the CLI feeds it from SIGINT/SIGTERM); ``hydra_files`` are the
-    ``.hydra/`` files to write when the run starts (``hydra.yaml``, ``overrides.yaml``). Raises ``UserError``
-    (nothing written) for anything refused before the run starts, and re-raises what fails during it after
-    writing a ``failed`` summary."""
-    run_dir, stop = Path(run_dir), stop or StopRequest()
-    # 1. Every check and every object, before the folder is touched.
-    dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
+def check_top_level(cfg: DictConfig) -> tuple[int, list[float], dict, int | None]:
+    """The top-level settings: (log_every, loss thresholds, checkpoint settings, checkpoint.every)."""
     log_every = _positive_int(cfg, "log_every")
     thresholds = loss_thresholds(cfg)
     check_metric(cfg.get("optimize_metric", "final_loss"), thresholds)
@@ -157,53 +150,96 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
     if not isinstance(ckpt_cfg.get("path", "checkpoint.pt"), str) or not ckpt_cfg.get("path", "checkpoint.pt"):
         raise ConfigError(f"Invalid checkpoint.path: {ckpt_cfg.get('path')!r}; it must be a file name (relative to "
                           "the run folder), e.g. checkpoint.pt.")
-    every = checkpoint_every(ckpt_cfg.get("every"))
-    problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
-    steps = total_steps(cfg, problem.steps_per_epoch)
-    teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
+    return log_every, thresholds, ckpt_cfg, checkpoint_every(ckpt_cfg.get("every"))
+
+
+def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
+        hydra_files: dict[str, str] | None = None) -> dict:
+    """Build everything from ``cfg``, train, and return the summary (also written to summary.json).
+
+    ``stop`` is the caller's ``StopRequest`` (the CLI feeds it from SIGINT/SIGTERM); ``hydra_files`` are the
+    ``.hydra/`` files to write when the run starts (``hydra.yaml``, ``overrides.yaml``). Raises ``UserError``
+    (nothing written) for anything refused before the run starts, and re-raises what fails during it after
+    writing a ``failed`` summary. Warnings raised while building are shown once the run starts (so that
+    train.log has them too), or at once when the run is refused."""
+    run_dir, stop, shown = Path(run_dir), stop or StopRequest(), []
+    try:
+        with warnings.catch_warnings(record=True) as shown:  # 1. Every check and every object, nothing written.
+            warnings.simplefilter("always")
+            dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
+            log_every, thresholds, ckpt_cfg, every = check_top_level(cfg)
+            problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
+            steps = total_steps(cfg, problem.steps_per_epoch)
+            teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
+            loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.logger or {}).items()]
+    except BaseException:
+        _reissue(shown)
+        raise
     stats = RunStats(loss_thresholds=thresholds)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # group samples, on the device
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(run_dir / ckpt_cfg.get("path", "checkpoint.pt"), params=params,
                                 optimizer=optimizer, generator=generator, stats=stats, config=config)
-    loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.logger or {}).items()]
     record = RunRecord(run_dir)
-    with record.lock():  # 2. The folder: one live run, never a finished run's folder without resume.
-        resume = should_resume(cfg.get("resume", False), checkpointer.path)
-        if resume:
-            start_step = checkpointer.load(steps)  # refuses another run's settings; restores in place
-        else:
-            record.refuse_if_taken()
-            start_step = 0
-        stop.check("before the run started")
-        # 3. The run starts for real: its record is (re)written from here on.
-        record.begin(OmegaConf.to_yaml(cfg), hydra_files)
-        jsonl = JsonlSink(run_dir, resume_step=start_step if resume else None)
-        sink = Sinks([jsonl] + loggers)
-        summary = {"status": "failed", "seed": cfg.seed, "device": str(device), "dtype": cfg.dtype,
-                   "steps": steps, "run_dir": str(run_dir)}
-        try:
-            sink.log_config(config)
-            result = train(problem=problem, params=params, optimizer=optimizer, symmetry=symmetry,
-                           teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps, sink=sink,
-                           generator=generator, stats=stats, log_every=log_every,
-                           log_params=getattr(problem, "dim", 0) == 2, start_step=start_step,
-                           checkpoint_every=every, save_checkpoint=checkpointer.save, stop=stop)
-            summary.update(result)
-            if result["status"] == "completed":
-                summary["final_metrics"] = {**stats.last_val, **problem.test(params)}
-        except BaseException as exc:
-            summary["message"] = _failure_message(exc)
-            raise
-        finally:
-            summary.update(_stats_summary(stats))
-            with stop.during("critical"):  # 4. The record, before anything optional.
-                jsonl.close()
-                try:
-                    record.finish(summary)
-                except RecordWriteError as exc:
-                    warnings.warn(f"summary.json not written: {exc}.")
-            _optional_work(stop, cfg, run_dir, problem, sink, summary)
+    try:
+        with record.lock():  # 2. The folder: one live run, never a finished run's folder without resume.
+            resume = should_resume(cfg.get("resume", False), checkpointer.path)
+            if resume:
+                start_step = checkpointer.load(steps)  # refuses another run's settings; restores in place
+            else:
+                record.refuse_if_taken()
+                start_step = 0
+            stop.check("before the run started")
+            # 3. The run starts for real: its record is (re)written from here on, its output copied to train.log.
+            record.begin(OmegaConf.to_yaml(cfg), hydra_files)
+            with copy_output(run_dir / "train.log", append=resume):
+                _reissue(shown)
+                shown = []
+                return _execute(cfg, run_dir, stop, record, loggers, checkpointer, resume, start_step,
+                                dict(problem=problem, params=params, optimizer=optimizer, symmetry=symmetry,
+                                     teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps,
+                                     generator=generator, stats=stats, log_every=log_every,
+                                     log_params=getattr(problem, "dim", 0) == 2, checkpoint_every=every,
+                                     save_checkpoint=checkpointer.save, stop=stop))
+    finally:
+        _reissue(shown)  # refused: the build's warnings still reach the console
+
+
+def _reissue(caught) -> None:
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, checkpointer, resume: bool,
+             start_step: int, loop_args: dict) -> dict:
+    """Train (the loop), write the record, then the optional work; see ``run``."""
+    problem, params, stats = loop_args["problem"], loop_args["params"], loop_args["stats"]
+    jsonl = JsonlSink(run_dir, resume_step=start_step if resume else None)
+    sink = Sinks([jsonl] + loggers)
+    summary = {"status": "failed", "seed": cfg.seed, "device": str(params[0].device), "dtype": cfg.dtype,
+               "steps": loop_args["total_steps"], "run_dir": str(run_dir)}
+    try:
+        sink.log_config(OmegaConf.to_container(cfg, resolve=True))
+        result = train(sink=sink, start_step=start_step, flush_seconds=0.5 if sink.live else None, **loop_args)
+        summary.update(result)
+        if result["status"] == "completed":
+            summary["final_metrics"] = {**stats.last_val, **problem.test(params)}
+    except BaseException as exc:
+        summary["message"] = _failure_message(exc)
+        raise
+    finally:
+        summary.update(_stats_summary(stats))
+        with stop.during("critical"):  # 4. The record, before anything optional.
+            jsonl.close()
+            try:
+                record.finish(summary)
+            except RecordWriteError as exc:
+                warnings.warn(f"summary.json not written: {exc}.")
+        if stats.n_teleports and stats.n_teleports_rejected > REJECTED_WARN * stats.n_teleports:
+            warnings.warn(f"{stats.n_teleports_rejected} of {stats.n_teleports} teleports were rejected (their loss "
+                          "drift exceeded teleport.max_rel_drift) and rolled back"
+                          + ("; in float32 near a zero loss use dtype=float64." if cfg.dtype == "float32" else "."))
+        _optional_work(stop, cfg, run_dir, problem, sink, summary)
     return summary
 
 
@@ -231,7 +267,7 @@ def _optional_work(stop: StopRequest, cfg: DictConfig, run_dir: Path, problem, s
         warnings.warn("Figures skipped: the run was interrupted (they are drawn when it completes after resume=true).")
     elif cfg.plots and summary.get("status") in ("completed", "diverged"):
         def figures():
-            from .plots import plot_run
+            from .reporting.run_figures import plot_run
 
             sink.log_files(plot_run(run_dir, problem))
 

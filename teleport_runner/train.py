@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 #: conf/ at the repository root (the package is installed in editable mode by `make`).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_CODES = {"completed": 0, "failed": 1, "refused": 2, "diverged": 3}
-#: Statuses of the jobs of a sweep that ran in this process (the basic launcher); see ``sweep_report``.
+#: Statuses of the jobs of a sweep that ran in this process (the basic launcher); see ``reporting.sweep``.
 JOB_STATUSES: list[str] = []
 
 
@@ -180,7 +180,7 @@ def main() -> None:
             raise
         print(f"Error: {exc}. See teleport-train --help.", file=sys.stderr)
         sys.exit(2)
-    from .sweep_report import sweep_failures
+    from .reporting.sweep import sweep_failures
 
     failures = sweep_failures(JOB_STATUSES)
     if failures:

@@ -56,7 +56,7 @@ def test_diverging_2d_run_draws_its_figures_and_exits_3(tmp_path):
 
 
 def test_a_figure_that_fails_is_one_warning_and_changes_nothing(run_config, monkeypatch):
-    import teleport_runner.plots as plots
+    import teleport_runner.reporting.run_figures as plots
 
     def broken(*args, **kwargs):
         raise TypeError("ufunc 'isfinite' not supported for the input types")
@@ -127,7 +127,7 @@ def test_a_stale_lock_does_not_block_and_a_finished_folder_is_refused(tmp_path):
 # 6. Signals at each phase leave a consistent summary.
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_while_figures_are_drawn_keeps_the_summary(tmp_path, monkeypatch, sig):
-    import teleport_runner.plots as plots
+    import teleport_runner.reporting.run_figures as plots
 
     def slow_figures(*args, **kwargs):
         os.kill(os.getpid(), sig)
@@ -193,7 +193,7 @@ def test_report_survives_a_torn_file_and_an_unreadable_run(tmp_path):
     with open(torn / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 1')
     (broken / "summary.json").write_text('{"status": "compl')
-    proc = subprocess.run([sys.executable, "-m", "teleport_runner.report", str(tmp_path), "--no-figures"],
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.reporting", str(tmp_path), "--no-figures"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "skipped" in proc.stderr

@@ -47,7 +47,7 @@ def test_multirun_2x2_then_report(tmp_path):
     assert "| teleport=gradient_ascent | teleport=none | 2 |" in (sweep / "report.md").read_text()
     (sweep / "report.md").unlink()
 
-    report = subprocess.run([sys.executable, "-m", "teleport_runner.report", str(sweep)], cwd=ROOT,
+    report = subprocess.run([sys.executable, "-m", "teleport_runner.reporting", str(sweep)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     # groups are named by the options the sweep gave (Hydra's recorded choices), not by class names
@@ -64,7 +64,7 @@ def test_multirun_2x2_then_report(tmp_path):
 def test_sweep_report_callback_warns_instead_of_failing_and_can_be_off(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from teleport_runner.sweep_report import SweepReport
+    from teleport_runner.reporting.sweep import SweepReport
 
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     SweepReport().on_multirun_end(config)  # an empty sweep folder: nothing to report, the sweep still ends well
@@ -76,7 +76,7 @@ def test_sweep_report_callback_warns_instead_of_failing_and_can_be_off(tmp_path,
 
 def test_report_numbers_and_pairing(tmp_path):
     """The report's arithmetic on hand-written run dirs: grouping, seed pairing, speed-up, failed runs."""
-    from teleport_runner.report import build_report
+    from teleport_runner.reporting.build import build_report
 
     def fake(name, seed, target, final, steps_to, status="completed"):
         run = tmp_path / name
@@ -111,7 +111,7 @@ def test_report_numbers_and_pairing(tmp_path):
 def test_report_labels_name_options_as_typed_and_floats_short(tmp_path):
     """Groups are labelled by the config-group option Hydra recorded (teleport=none), and by the class name when an
     option name does not identify one target (a ``teleport._target_=`` override under the same option)."""
-    from teleport_runner.report import build_report
+    from teleport_runner.reporting.build import build_report
 
     def fake(root, name, target, option, lr=0.1):
         run = root / name
@@ -141,7 +141,7 @@ def test_report_labels_name_options_as_typed_and_floats_short(tmp_path):
 
 
 def test_report_skips_a_damaged_run_with_a_warning(tmp_path, capsys):
-    from teleport_runner.report import build_report
+    from teleport_runner.reporting.build import build_report
 
     for name, text in (("good", '{"status": "completed", "seed": 0, "steps": 10, "final_loss": 0.5}'),
                        ("cut", '{"status": "compl')):
@@ -183,6 +183,8 @@ def test_optuna_preset_runs_trials(tmp_path):
     assert "teleport.lr" in results and "best_value" in results
     best = float(results.split("best_value:")[1].split()[0])
     assert math.isfinite(best) and best == min(s["final_loss"] for s in summaries(sweep).values())
+    report = (sweep / "report.md").read_text()
+    assert "Optuna sweep: groups sorted by" in report and "★" in report  # sorted by the objective, best marked
 
 
 def test_objective_values():
@@ -238,14 +240,8 @@ def wandb_env(tmp_path, mode):
     return env
 
 
-def test_wandb_offline_logs_metrics(tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", "experiment=paper_booth", "logger=wandb",
-                           f"hydra.run.dir={run}"], cwd=ROOT, env=wandb_env(tmp_path, "offline"),
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    assert "W&B logging failed" not in proc.stderr
-    assert "teleport_runner: completed" in proc.stdout  # the console logger comes with it
+def offline_history(run: Path) -> tuple[list[dict], dict, dict]:
+    """(history rows in order, summary, config) of the offline W&B run under ``run``."""
     (offline,) = run.glob("wandb/offline-run-*")
     history, summary, config = {}, {}, {}
     for record in wandb_records(next(offline.glob("run-*.wandb"))):
@@ -260,16 +256,51 @@ def test_wandb_offline_logs_metrics(tmp_path):
         elif kind == "run":
             assert record.run.run_group == ""  # a single run: no group (a multirun's jobs share the sweep's)
             config.update({u.key or "/".join(u.nested_key): u.value_json for u in record.run.config.update})
+    return [history[k] for k in sorted(history)], summary, config
+
+
+def test_wandb_offline_logs_metrics(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", "experiment=paper_booth", "logger=wandb",
+                           f"hydra.run.dir={run}"], cwd=ROOT, env=wandb_env(tmp_path, "offline"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "W&B logging failed" not in proc.stderr
+    assert "teleport_runner: completed" in proc.stdout  # the console logger comes with it
+    history, summary, config = offline_history(run)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len([h for h in history.values() if "train/loss" in h]) == len(rows) == 10
-    assert history[9]["train/loss"] == pytest.approx(rows[-1]["loss"])
-    assert "teleport/grad_norm_sq_after" in history[4]
+    train = [h for h in history if "train/loss" in h]
+    assert [h["train/step"] for h in train] == [r["step"] for r in rows] == list(range(10))
+    assert train[-1]["train/loss"] == pytest.approx(rows[-1]["loss"])
+    assert rows[0]["time_s"] < 0.2  # the run clock starts after wandb.init
+    (teleport,) = [h for h in history if "teleport/grad_norm_sq_after" in h]
+    assert teleport["teleport/step"] == 4 and "teleport/grad_norm_sq_after" in teleport
     final_loss = json.loads((run / "summary.json").read_text())["final_loss"]
     assert json.loads(summary["final_loss"]) == pytest.approx(final_loss)
     assert json.loads(summary["status"]) == "completed"
     assert "optimizer" in config and "0.08" in config["optimizer"]  # the resolved config
+    assert "paper_booth" in config["experiment"] and "logger=wandb" in config["overrides"]
+    (offline,) = run.glob("wandb/offline-run-*")
     assert list(offline.glob("files/media/table/teleport/events_*.table.json"))
     assert {p.name.split("_")[0] for p in offline.glob("files/media/images/plots/*.png")} == {"curves", "trajectory"}
+
+
+def test_wandb_has_a_row_per_teleport_and_val_keys(tmp_path, synthetic_mnist_root):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner.train", "problem=mnist",
+                           f"problem.data.root={synthetic_mnist_root}", "problem.n_train=200", "problem.n_val=40",
+                           "problem.hidden=[16,10]", "epochs=2", "symmetry=rescale", "teleport.max_group_norm=1.0",
+                           "teleport.lr=0.01", "teleport.batches=2", "schedule=epochs", "schedule.epochs=[1]",
+                           "logger=wandb", "plots=false", f"hydra.run.dir={run}"], cwd=ROOT,
+                          env=wandb_env(tmp_path, "offline"), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    history, _, _ = offline_history(run)
+    events = [json.loads(line) for line in (run / "teleports.jsonl").read_text().splitlines()]
+    teleports = [h for h in history if "teleport/grad_norm_sq_after" in h]
+    assert len(events) == 2 and len(teleports) == 2  # two teleports at one step: two rows
+    assert {h["teleport/step"] for h in teleports} == {10}
+    val = [h for h in history if "val/loss" in h]
+    assert len(val) == 2 and all("val/acc" in h and "val/val_loss" not in h for h in val)
 
 
 def test_wandb_bogus_mode_only_warns(tmp_path):

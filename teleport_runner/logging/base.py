@@ -9,7 +9,10 @@ import warnings
 
 
 class Sink:
-    def start(self, total_steps: int, start_step: int = 0) -> None:
+    #: True for sinks that show progress live (a progress bar): the loop then also flushes by time.
+    live = False
+
+    def start(self, total_steps: int, start_step: int = 0, steps_per_epoch: int = 1) -> None:
         """Called once before the first step (with the step a resumed run starts from)."""
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
@@ -48,8 +51,12 @@ class Sinks(Sink):
                               f"of the run: {exc}", stacklevel=2)
                 self.sinks.remove(sink)
 
-    def start(self, total_steps: int, start_step: int = 0) -> None:
-        self._each("start", total_steps, start_step)
+    @property
+    def live(self) -> bool:
+        return any(getattr(s, "live", False) for s in self.sinks)
+
+    def start(self, total_steps: int, start_step: int = 0, steps_per_epoch: int = 1) -> None:
+        self._each("start", total_steps, start_step, steps_per_epoch)
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         self._each("log", step, metrics, kind)

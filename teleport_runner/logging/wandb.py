@@ -1,8 +1,11 @@
 """Weights & Biases sink: a view of the same stream as the run files, never a requirement for training.
 
-Logs the resolved config, per-step metrics as ``train/<key>``, validation metrics as ``val/<key>``, one
-``teleport/<key>`` row per teleport event (and all events as the table ``teleport/events`` at the end), the
-run's PNG plots as images, and the summary. ``mode: offline`` (the default, from ``$WANDB_MODE``) needs no
+Logs the resolved config (with the preset's name, ``experiment``, and the command-line ``overrides``), per-step
+metrics as ``train/<key>`` against ``train/step``, the epoch rows as ``val/loss``, ``val/acc``, ``val/train_loss``
+against ``val/step``, one history row per teleport event as ``teleport/<key>`` against ``teleport/index`` (several
+teleports at one step stay separate rows; all events also as the table ``teleport/events`` at the end), the
+run's PNG plots as images, and the summary. Each namespace has its own step metric, so no call passes ``step=``
+and W&B's own step never drops a row. ``mode: offline`` (the default, from ``$WANDB_MODE``) needs no
 account and no network: the run lands in ``<dir>/wandb/offline-run-*`` and ``wandb sync <that dir>`` uploads it
 later. Any W&B failure (import, init, log, finish) is a warning; the JSONL run files stay complete.
 """
@@ -64,9 +67,17 @@ class WandbSink(Sink):
         self.failed = True
 
     def log_config(self, config: dict) -> None:
-        self.config = config
+        self.config = dict(config)
+        try:  # the preset and the command line, so that runs can be filtered by experiment
+            from hydra.core.hydra_config import HydraConfig
 
-    def start(self, total_steps: int, start_step: int = 0) -> None:
+            hydra_cfg = HydraConfig.get()
+            self.config["experiment"] = hydra_cfg.runtime.choices.get("experiment")
+            self.config["overrides"] = list(hydra_cfg.overrides.task)
+        except Exception:  # not under Hydra
+            pass
+
+    def start(self, total_steps: int, start_step: int = 0, steps_per_epoch: int = 1) -> None:
         try:
             import wandb
 
@@ -86,7 +97,9 @@ class WandbSink(Sink):
                                   reinit="create_new", **resume)
             if id_file is not None:
                 id_file.write_text(self.run.id + "\n")
-            self.run.define_metric("val/*", step_metric="val/step")
+            for namespace, step_key in (("train", "train/step"), ("val", "val/step"), ("teleport", "teleport/index")):
+                self.run.define_metric(step_key)
+                self.run.define_metric(f"{namespace}/*", step_metric=step_key)
         except Exception as exc:
             self._fail("init", exc)
 
@@ -94,13 +107,16 @@ class WandbSink(Sink):
         if self.run is None or self.failed:
             return
         try:
+            if kind == "val":  # val/loss, val/acc: the namespace says it once
+                metrics = {k[len("val_"):] if k.startswith("val_") else k: v for k, v in metrics.items()}
+            data = _scalars(kind, metrics)
             if kind == "teleport":
                 self.events.append(dict(metrics, step=step))
-            data = _scalars(kind, metrics)
-            if kind == "val":
-                data["val/step"] = step
+                data.update({"teleport/index": len(self.events) - 1, "teleport/step": step})
+            else:
+                data[f"{kind}/step"] = step
             if data:
-                self.run.log(data, step=step)
+                self.run.log(data)
         except Exception as exc:
             self._fail("log", exc)
 

@@ -37,6 +37,11 @@ class LevelSetProblem(Problem):
     def h_inv(self, u: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def minimum(self) -> list[float]:
+        """The minimizer h^-1(0) (L = 0 there), marked on trajectory plots."""
+        return [float(v) for v in self.h_inv(torch.zeros(self.dim, device=self.device, dtype=self.dtype))]
+
     def loss(self, params: list[Tensor], batch: Batch = None) -> Tensor:
         u = self.h(params[0])
         return u @ u  # one dot product: on 2-D problems every op is a measurable share of a step

@@ -60,7 +60,7 @@ class SweepReport(Callback):
         if not self.enabled:
             return
         try:
-            from .report import build_report
+            from .build import build_report
 
             build_report([sweep_dir], sweep_dir, figures=self.figures)
         except Exception as exc:  # the jobs' own files are what matters; never fail a finished sweep here

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config_tree import flatten
-from .errors import UserError
+from ..config_tree import flatten
+from ..errors import UserError
+from ..logging.jsonl import read_jsonl
 
 #: Config keys that never define a group: the seed pairs runs, the rest is bookkeeping.
 IGNORED = ("seed", "resume", "checkpoint", "logger", "plots", "log_every", "device", "optimize_metric", "hydra")
@@ -29,6 +30,11 @@ class Run:
     group: tuple = ()
     #: the config-group options Hydra composed the run from ({"teleport": "none", ...}, .hydra/hydra.yaml)
     choices: dict = field(default_factory=dict)
+    #: the command-line overrides (.hydra/overrides.yaml)
+    overrides: list = field(default_factory=list)
+    #: the sweep's direction (Optuna: minimize or maximize; from .hydra/hydra.yaml)
+    direction: str = "minimize"
+    _teleports: list | None = field(default=None, repr=False)
 
     @property
     def seed(self):
@@ -45,6 +51,18 @@ class Run:
     @property
     def is_baseline(self) -> bool:
         return str(self.config.get("teleport._target_", "")).endswith("NoTeleport")
+
+    @property
+    def teleports(self) -> list[dict]:
+        """teleports.jsonl (read once; a damaged file is one warning and counts as none)."""
+        if self._teleports is None:
+            try:
+                self._teleports = read_jsonl(self.path / "teleports.jsonl")
+            except Exception as exc:
+                print(f"Warning: {self.path}: teleports.jsonl cannot be read ({exc}); its teleport costs are left "
+                      "out.", file=sys.stderr)
+                self._teleports = []
+        return self._teleports
 
 
 @dataclass
@@ -84,9 +102,20 @@ def find_runs(paths) -> list[Run]:
 
 def _read_run(run_dir: Path) -> Run:
     summary = json.loads((run_dir / "summary.json").read_text())
+    if not isinstance(summary, dict):
+        raise ValueError("summary.json is not a JSON object")
     cfg_file = run_dir / ".hydra" / "config.yaml"
     config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.exists() else {}
-    return Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml"))
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+    run = Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml"),
+              overrides=[str(o) for o in overrides or []])
+    if (run_dir / ".hydra" / "hydra.yaml").exists():
+        direction = OmegaConf.select(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml"), "hydra.sweeper.direction",
+                                     default=None)
+        run.direction = str(direction[0] if isinstance(direction, (list, tuple)) or type(direction).__name__ ==
+                            "ListConfig" else direction or "minimize")
+    return run
 
 
 def _choices(hydra_file: Path) -> dict:
@@ -101,28 +130,47 @@ def _ignored(key: str) -> bool:
     return key.split(".")[0] in IGNORED
 
 
+#: Settings a run without teleport never reads: they do not separate baseline groups (``teleport=none`` with the
+#: ``teleport.samples`` a preset left behind is the same baseline).
+BASELINE_IGNORES = ("teleport.", "symmetry.", "schedule.")
+
+
+def _grouping_config(run: Run) -> dict:
+    if not run.is_baseline:
+        return run.config
+    return {k: v for k, v in run.config.items() if not k.startswith(BASELINE_IGNORES) or k == "teleport._target_"}
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Group by the config values that differ between runs (seed and bookkeeping keys aside)."""
-    keys = sorted({k for r in runs for k in r.config if not _ignored(k)})
-    varying = [k for k in keys if len({repr(r.config.get(k, MISSING)) for r in runs}) > 1]
+    """Group by the config values that differ between runs (seed and bookkeeping keys aside; for runs without
+    teleport, also the teleport, symmetry and schedule settings they never read)."""
+    configs = {id(r): _grouping_config(r) for r in runs}
+    keys = sorted({k for r in runs for k in configs[id(r)] if not _ignored(k)})
+    varying = [k for k in keys if len({repr(configs[id(r)].get(k, MISSING)) for r in runs}) > 1]
     for r in runs:
-        r.group = tuple((k, r.config.get(k, MISSING)) for k in varying)
+        r.group = tuple((k, configs[id(r)].get(k, MISSING)) for k in varying)
     groups: dict[tuple, Group] = {}
     for r in runs:
         groups.setdefault(r.group, Group(r.group, "")).runs.append(r)
     shown = _label_keys(runs, varying)
     names = _option_names(runs, [k for k in shown if k.endswith("._target_")]) | _float_texts(runs, shown)
     for g in groups.values():
-        parts = [f"{_short_key(k)}={names.get((k, repr(v))) or _short_value(v)}" for k, v in g.key if k in shown]
+        parts = [f"{_short_key(k)}={names.get((k, repr(v))) or _short_value(v)}" for k, v in g.key
+                 if k in shown and v is not MISSING]
         g.label = ", ".join(parts) or "all runs"
     return sorted(groups.values(), key=lambda g: (not g.runs[0].is_baseline, g.label))
 
 
 def _label_keys(runs, varying) -> set:
-    """Drop from labels the keys implied by a varying ``<group>._target_`` (a solver's own settings)."""
+    """The keys that separate groups: drop those implied by a varying ``<group>._target_`` (a solver's own
+    settings), and those that vary only because runs without teleport do not read them."""
     targets = {k.rsplit(".", 1)[0] for k in varying if k.endswith("._target_")}
+    teleporting = [r for r in runs if not r.is_baseline]
     shown = set()
     for k in varying:
+        if k.startswith(BASELINE_IGNORES) and k != "teleport._target_" and len(
+                {repr(r.config.get(k, MISSING)) for r in teleporting}) <= 1:
+            continue
         node = k.rsplit(".", 1)[0] if "." in k else ""
         if node in targets and not k.endswith("._target_"):
             by_target: dict = {}
@@ -174,16 +222,41 @@ def _short_value(value) -> str:
 
 
 def baseline_for(group: Group, groups: list[Group]) -> Group | None:
-    """The no-teleport group with the same non-teleport settings (schedule ignored if nothing matches)."""
+    """The no-teleport group with the same settings apart from those a run without teleport never reads."""
     if group.runs[0].is_baseline:
         return None
-    bases = [g for g in groups if g.runs[0].is_baseline]
-    for skip in (("teleport",), ("teleport", "schedule")):
-        mine = {k: v for k, v in group.key if k.split(".")[0] not in skip}
-        match = [b for b in bases if {k: v for k, v in b.key if k.split(".")[0] not in skip} == mine]
-        if match:
-            return match[0]
-    return None
+    mine = {k: v for k, v in group.key if not k.startswith(BASELINE_IGNORES)}
+    match = [b for b in groups if b.runs[0].is_baseline
+             and {k: v for k, v in b.key if not k.startswith(BASELINE_IGNORES)} == mine]
+    return match[0] if match else None
 
 
-# ---- numbers -------------------------------------------------------------------------------------------------
+def duplicate_seeds(group: Group) -> dict:
+    """{seed: [run paths]} for seeds that appear more than once in a group (reported, never pooled silently;
+    the paired comparison leaves those seeds out)."""
+    by_seed: dict = {}
+    for r in group.runs:
+        by_seed.setdefault(r.seed, []).append(str(r.path))
+    return {seed: paths for seed, paths in by_seed.items() if len(paths) > 1}
+
+
+def optuna_order(groups: list[Group]) -> tuple[list[Group], Group | None, str | None]:
+    """For an Optuna sweep (hydra/sweeper=optuna in the runs' Hydra config): the groups sorted by the sweep's
+    objective (median over the group's completed runs, the sweep's direction) and the best one; otherwise the
+    groups as they are, None, None."""
+    runs = [r for g in groups for r in g.runs]
+    if not runs or not all(r.choices.get("hydra/sweeper") == "optuna" for r in runs):
+        return groups, None, None
+    from ..objective import objective
+    from .stats import describe
+
+    metric = str(runs[0].config.get("optimize_metric", "final_loss"))
+    direction = runs[0].direction
+    sign = -1.0 if "max" in direction else 1.0
+
+    def score(g: Group) -> float:
+        d = describe(objective(r.summary, metric, direction) for r in g.runs)
+        return sign * d["median"] if d["n"] else float("inf")
+
+    ordered = sorted(groups, key=score)
+    return ordered, ordered[0], f"{metric} ({direction})"

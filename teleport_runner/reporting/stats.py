@@ -1,0 +1,112 @@
+"""The statistics of runs, one definition each, shared by the console, ``report.md``, ``report.json`` and the
+sweep metric (``objective.py``).
+
+Final losses and their ratios span orders of magnitude across seeds, so the default summary is the median with
+the range (min-max), and the interquartile range from 5 runs on; ratios are summarized by their geometric mean.
+``style="mean"`` gives mean ± std (the paper's figure 3), as an option. Every summary carries ``n``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MISSING = "-"
+STYLES = ("median", "mean")
+IQR_FROM = 5  # runs needed before an interquartile range means something
+#: A run that rejects more than this share of its teleports is flagged (its teleports mostly did not happen).
+REJECTED_WARN = 0.2
+
+
+def number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def finite(values) -> list[float]:
+    return [v for v in map(number, values) if math.isfinite(v)]
+
+
+def describe(values) -> dict:
+    """{n, median, min, max, mean, std, q1, q3} over the finite values (q1/q3 None under 5 values, std None
+    under 2); {n: 0} when there are none."""
+    xs = finite(values)
+    if not xs:
+        return {"n": 0}
+    a = np.asarray(xs, dtype=float)
+    out = {"n": len(xs), "median": float(np.median(a)), "min": float(a.min()), "max": float(a.max()),
+           "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(xs) > 1 else None, "q1": None, "q3": None}
+    if len(xs) >= IQR_FROM:
+        out["q1"], out["q3"] = (float(q) for q in np.percentile(a, [25, 75]))
+    return out
+
+
+def describe_ratios(values) -> dict:
+    """``describe`` plus ``geomean`` over the positive finite ratios; ``n_extreme`` counts the ratios left out of
+    it (0 or inf: a run that reached a zero loss)."""
+    values = list(values)
+    positive = [x for x in finite(values) if x > 0]
+    out = describe(values)
+    out["geomean"] = float(math.exp(sum(map(math.log, positive)) / len(positive))) if positive else None
+    out["n_extreme"] = len(values) - len(positive)
+    return out
+
+
+def fmt(d: dict, style: str = "median", ratio: bool = False) -> str:
+    """One cell: ``median [min, max]`` (with ``IQR q1-q3`` from 5 runs), ``x geomean [min, max]`` for ratios,
+    or ``mean ± std``; a single run is its value."""
+    if not d or not d.get("n"):
+        return MISSING
+    g = lambda v: f"{v:.4g}"  # noqa: E731
+    if d["n"] == 1:
+        return ("x" if ratio else "") + g(d["min"])
+    if style == "mean":
+        return ("x" if ratio else "") + f"{g(d['mean'])} ± {d['std']:.2g}"
+    centre = d.get("geomean") if ratio and d.get("geomean") is not None else d["median"]
+    text = ("x" if ratio else "") + f"{g(centre)} [{g(d['min'])}, {g(d['max'])}]"
+    if d.get("q1") is not None:
+        text += f" IQR {g(d['q1'])}-{g(d['q3'])}"
+    return text
+
+
+def header(style: str) -> str:
+    if style == "mean":
+        return "mean ± std over seeds (paired ratios: mean ± std)"
+    return ("median [min, max] over seeds, with the interquartile range from 5 runs on (paired ratios: geometric "
+            "mean [min, max])")
+
+
+# ---- per-run quantities ---------------------------------------------------------------------------------------
+
+def steps_to(summary: dict, threshold: str) -> tuple[float, bool]:
+    """(steps to the loss threshold, reached?): a run that never got below it counts as ``steps + 1``, worse than
+    every run that did (the sweep metric uses the same rule)."""
+    table = summary.get("steps_to_loss") or {}
+    key = next((k for k in table if number(k) == number(threshold)), None)
+    value = table.get(key) if key is not None else None
+    if value is None:
+        return float(summary.get("steps", 0)) + 1, False
+    return float(value), True
+
+
+def descent_step_s(summary: dict) -> float:
+    steps = number(summary.get("steps_done", summary.get("steps")))
+    descent = number(summary.get("time_descent_s"))
+    return descent / steps if steps and descent > 0 else math.nan
+
+
+def teleport_costs(summary: dict, teleports: list[dict]) -> dict:
+    """Per teleport: seconds (the median over the run's teleports, so the first call's warm-up is not charged
+    to a teleport) and that in descent steps of the same run (seconds / mean descent step)."""
+    times = finite(t.get("time_s") for t in teleports)
+    if not times:
+        return {"teleport_s": math.nan, "teleport_steps": math.nan}
+    per = float(np.median(times))
+    return {"teleport_s": per, "teleport_steps": per / descent_step_s(summary)}
+
+
+def rejected_share(summary: dict) -> float:
+    n = number(summary.get("n_teleports"))
+    return number(summary.get("n_teleports_rejected")) / n if n and n > 0 else 0.0
