@@ -89,6 +89,7 @@ def test_report_numbers_and_pairing(tmp_path):
             "time_descent_s": 0.5, "n_teleports": 1}))
         (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / (s + 1), "grad_norm_sq": 1.0,
                                                                "time_s": s * 0.01}) + "\n" for s in range(5)))
+        (run / "teleports.jsonl").write_text(json.dumps({"step": 3, "accepted": True, "time_s": 0.1}) + "\n")
 
     fake("a0", 0, "NoTeleport", 0.2, 40)
     fake("a1", 1, "NoTeleport", 0.4, None)  # never reached: counts as steps + 1 = 101
@@ -100,10 +101,11 @@ def test_report_numbers_and_pairing(tmp_path):
     assert out["results"][1]["runs"] == "2/3 (1 diverged)"
     paired = out["paired"][0]
     assert paired["seeds"] == "2"
-    expected = (40 / 10 + 101 / 20) / 2
+    expected = math.sqrt(40 / 10 * 101 / 20)  # geometric mean of the per-seed ratios
     assert paired["speed-up to 0.1"].startswith(">= x") and f"{expected:.4g}" in paired["speed-up to 0.1"]
-    assert paired["final loss ratio"].startswith(f"x{(2 + 4) / 2:.4g}")
-    assert out["results"][1]["teleport cost (steps)"] == "20 ± 0"  # 0.1 s / (0.5 s / 100 steps)
+    assert paired["final loss ratio"].startswith(f"x{math.sqrt(2 * 4):.4g}")
+    assert out["results"][1]["descent steps per teleport"] == "20 [20, 20]"  # 0.1 s / (0.5 s / 100 steps)
+    assert out["results"][1]["teleports acc/rej"] == "3/0"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Runs that did not complete" in md and "diverged" in md
 

@@ -17,6 +17,11 @@ def thresholds(runs) -> list[str]:
     return sorted(keys, key=lambda k: -float(k))
 
 
+def _count(summary: dict, key: str) -> int:
+    value = number(summary.get(key))
+    return int(value) if math.isfinite(value) else 0
+
+
 def group_stats(group: Group, ts: list[str], val_keys: list[str]) -> dict:
     """Everything the report says about one group, as plain data."""
     ok = group.ok_runs
@@ -39,9 +44,9 @@ def group_stats(group: Group, ts: list[str], val_keys: list[str]) -> dict:
     return {
         "label": group.label, "settings": {k: v for k, v in group.key}, "statuses": statuses,
         "n": len(group.runs), "n_completed": len(ok),
-        "accepted": sum(int(number(r.summary.get("n_teleports")) or 0) - int(number(r.summary.get(
-            "n_teleports_rejected")) or 0) for r in group.runs),
-        "rejected": sum(int(number(r.summary.get("n_teleports_rejected")) or 0) for r in group.runs),
+        "accepted": sum(_count(r.summary, "n_teleports") - _count(r.summary, "n_teleports_rejected")
+                        for r in group.runs),
+        "rejected": sum(_count(r.summary, "n_teleports_rejected") for r in group.runs),
         "many_rejected": [str(r.path) for r in group.runs if rejected_share(r.summary) > REJECTED_WARN],
         "duplicate_seeds": {str(k): v for k, v in duplicate_seeds(group).items()},
         "runs": [{"path": str(r.path), "seed": r.seed, "status": r.status, "overrides": r.overrides,
