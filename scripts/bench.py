@@ -44,7 +44,8 @@ from teleport_runner.logging import JsonlSink
 from teleport_runner.loop import RunStats, train
 from teleport_runner.problems import data as idx
 from teleport_runner.teleport import GradientAscent, NoTeleport
-from teleport_runner.runner import CONFIG_DIR, build
+from teleport_runner import CONFIG_DIR
+from teleport_runner.runner import build
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 WORKLOADS = {  # name: overrides

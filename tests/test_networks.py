@@ -11,9 +11,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from teleport_runner import CONFIG_DIR
 from teleport_runner.logging.jsonl import read_jsonl
 from teleport_runner.problems import data as idx
-from teleport_runner.runner import CONFIG_DIR, run
+from teleport_runner.runner import run
 
 from test_data import real_root  # tests/ is on sys.path (pytest rootdir import mode)
 
