@@ -227,7 +227,7 @@ def torchvision_style_dataset(problem):
     from uint8 images. torchvision's own MNIST class where torchvision imports, ``PerSampleImages`` otherwise."""
     images = (problem.x_train.cpu() * 255).round().to(torch.uint8).view(-1, 28, 28)  # exact: x = uint8 / 255
     labels = problem.y_train.cpu()
-    try:  # torchvision fails to import beside the CPU torch (reference.md section 6); its MNIST needs root/MNIST/raw
+    try:  # torchvision fails to import beside the CPU torch (pytorch/vision#9085); its MNIST needs root/MNIST/raw
         from torchvision import datasets, transforms
 
         dataset = datasets.MNIST(str(problem.data_folder.parent.parent), train=True, transform=transforms.ToTensor())

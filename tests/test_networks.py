@@ -1,4 +1,4 @@
-"""End-to-end checks of the network experiments through ``teleport_runner.train.run`` (reference.md §3-§4)."""
+"""End-to-end checks of the network experiments through ``teleport_runner.train.run`` (docs/results.md)."""
 from __future__ import annotations
 
 import math
