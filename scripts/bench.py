@@ -44,7 +44,8 @@ from teleport_runner.logging import JsonlSink
 from teleport_runner.loop import RunStats, train
 from teleport_runner.problems import data as idx
 from teleport_runner.teleport import GradientAscent, NoTeleport
-from teleport_runner.runner import CONFIG_DIR, build
+from teleport_runner import CONFIG_DIR
+from teleport_runner.runner import build
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 WORKLOADS = {  # name: overrides
@@ -226,7 +227,7 @@ def torchvision_style_dataset(problem):
     from uint8 images. torchvision's own MNIST class where torchvision imports, ``PerSampleImages`` otherwise."""
     images = (problem.x_train.cpu() * 255).round().to(torch.uint8).view(-1, 28, 28)  # exact: x = uint8 / 255
     labels = problem.y_train.cpu()
-    try:  # torchvision fails to import beside the CPU torch (reference.md section 6); its MNIST needs root/MNIST/raw
+    try:  # torchvision fails to import beside the CPU torch (pytorch/vision#9085); its MNIST needs root/MNIST/raw
         from torchvision import datasets, transforms
 
         dataset = datasets.MNIST(str(problem.data_folder.parent.parent), train=True, transform=transforms.ToTensor())

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from . import CONFIG_DIR
 from .config_types import check_types
 from .checkpoint import Checkpointer, checkpoint_every, should_resume
 from .errors import ConfigError, RecordWriteError, UserError, one_of
@@ -25,7 +26,6 @@ from .record import RunRecord
 from .reporting.stats import REJECTED_WARN
 from .resources import check_memory
 from .signals import OptionalWorkInterrupted, StopRequest
-from .train import CONFIG_DIR
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

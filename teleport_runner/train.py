@@ -1,4 +1,4 @@
-"""The command line: ``teleport-train`` (and ``python -m teleport_runner.train``) land in ``main``.
+"""The command line: ``teleport-train`` (and ``python -m teleport_runner``) land in ``main``.
 
 This module is the thin edge: argv, Hydra, signals, messages and exit codes. Building and running a
 config is ``runner.run``, imported only once a run starts, so ``--help`` and shell completion stay light.
@@ -23,8 +23,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-#: conf/ at the repository root (the package is installed in editable mode by `make`).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from . import CONFIG_DIR, version
+
 EXIT_CODES = {"completed": 0, "failed": 1, "refused": 2, "diverged": 3}
 #: Statuses of the jobs of a sweep that ran in this process (the basic launcher); see ``reporting.sweep``.
 JOB_STATUSES: list[str] = []
@@ -160,7 +160,10 @@ def can_create_folder_in(folder: Path) -> bool:
 
 
 def main() -> None:
-    """Console entry point (``teleport-train``, ``python -m teleport_runner.train``)."""
+    """Console entry point (``teleport-train``, ``python -m teleport_runner``)."""
+    if "--version" in sys.argv[1:]:
+        print(f"teleport-train {version()}")
+        return
     keyless = [a for a in sys.argv[1:] if a.startswith("=")]
     if keyless:  # Hydra would fail on these with an internal traceback
         print(f"Error: {keyless[0]!r} is not an override: write key=value (teleport-train --help lists the keys).",

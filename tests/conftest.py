@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from torch.overrides import TorchFunctionMode
 
 import teleport_runner
-from teleport_runner.runner import CONFIG_DIR, run
+from teleport_runner import CONFIG_DIR
+from teleport_runner.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = str(Path(teleport_runner.__file__).parent)

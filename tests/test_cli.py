@@ -101,8 +101,8 @@ def test_schedule_outside_the_run_warns_and_names_the_steps(tmp_path):
 
 
 def test_the_readme_extension_example_runs(tmp_path):
-    """README 'Code layout and extending': a problem from the user's own module and config folder (-cd)."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    """docs/design.md 'Adding a problem or a symmetry': a problem from the user's own module and config folder (-cd)."""
+    readme = (Path(__file__).parents[1] / "docs" / "design.md").read_text()
     (tmp_path / "my_problems.py").write_text(readme.split("# my_problems.py\n")[1].split("```")[0])
     (tmp_path / "my_conf" / "problem").mkdir(parents=True)
     (tmp_path / "my_conf" / "problem" / "cubic_valley.yaml").write_text(
@@ -118,3 +118,21 @@ def test_the_readme_extension_example_runs(tmp_path):
     teleported = summaries["gradient_ascent"]
     assert teleported["n_teleports"] == 4 and teleported["n_teleports_rejected"] == 0
     assert teleported["final_loss"] < 1e-2 * summaries["none"]["final_loss"]
+
+
+def test_version_and_the_module_entry_point(tmp_path):
+    """`teleport-train --version` prints the installed version before Hydra starts; `python -m teleport_runner`
+    is the same command as `teleport-train`."""
+    import subprocess
+    import sys
+
+    import teleport_runner
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout == f"teleport-train {teleport_runner.version()}\n"
+    assert teleport_runner.version() == teleport_runner.__version__  # pyproject reads its version from there
+    proc = subprocess.run([sys.executable, "-m", "teleport_runner", "experiment=paper_booth", "logger=jsonl",
+                           "plots=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_teleports"] == 1

@@ -1,4 +1,4 @@
-"""End-to-end checks of the network experiments through ``teleport_runner.train.run`` (reference.md §3-§4)."""
+"""End-to-end checks of the network experiments through ``teleport_runner.train.run`` (docs/results.md)."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from teleport_runner import CONFIG_DIR
 from teleport_runner.logging.jsonl import read_jsonl
 from teleport_runner.problems import data as idx
-from teleport_runner.runner import CONFIG_DIR, run
+from teleport_runner.runner import run
 
 from test_data import real_root  # tests/ is on sys.path (pytest rootdir import mode)
 

@@ -1,4 +1,4 @@
-"""Each published 2-D experiment reproduces, with and without teleport (reference.md §3-§4)."""
+"""Each published 2-D experiment reproduces, with and without teleport (docs/results.md)."""
 import pytest
 
 from conftest import read_jsonl

@@ -208,7 +208,7 @@ def test_objective_values():
 
 
 def test_run_and_sweep_dirs_have_microseconds():
-    text = (ROOT / "conf" / "hydra" / "default.yaml").read_text()
+    text = (ROOT / "teleport_runner" / "conf" / "hydra" / "default.yaml").read_text()
     assert text.count("%f}") == 2  # run.dir and sweep.dir: two runs in the same second do not collide
 
 
@@ -343,7 +343,7 @@ def test_wandb_init_that_raises_only_warns(tmp_path, monkeypatch):
 def test_launcher_configs_compose(launcher):
     from hydra import compose, initialize_config_dir
 
-    from teleport_runner.train import CONFIG_DIR
+    from teleport_runner import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment=paper_booth"],

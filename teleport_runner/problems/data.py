@@ -1,4 +1,4 @@
-"""MNIST-format (IDX) files read straight into tensors; no torchvision needed (reference.md §6).
+"""MNIST-format (IDX) files read straight into tensors; no torchvision needed (it does not import beside the CPU torch 2.13.0 build).
 
 IDX: a big-endian header (two zero bytes, a type code 0x08 = uint8, the number of dimensions, then each
 dimension as a uint32) followed by the raw bytes. Files may be plain or gzipped. Every check names the file

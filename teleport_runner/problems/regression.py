@@ -1,4 +1,4 @@
-"""The paper's multi-layer regression network (figure 3; reference.md §3).
+"""The paper's multi-layer regression network (arXiv 2205.10637, figure 3).
 
 Paper layout X (5 x 4: features x samples), Y (8 x 4), W1 6x5, W2 7x6, W3 8x7, everything U[0, 1), no bias,
 LeakyReLU 0.1, loss 0.5 ||Y - W3 s(W2 s(W1 X))||^2. Here samples are rows: x is (4, 5), y is (4, 8).

@@ -1,4 +1,4 @@
-"""Test functions written as L(x) = ||h(x)||^2 with a bijection h (reference.md §2).
+"""Test functions written as L(x) = ||h(x)||^2 with a bijection h (arXiv 2205.10637).
 
 Writing the loss through h gives each function an exact level-set symmetry for free: any rotation R of
 h-space keeps ||h||^2, so g·x = h^-1(R h(x)) stays on the level set (see ``symmetries/level_set.py``).

@@ -1,4 +1,4 @@
-"""Data-dependent GL(d) actions between two layers: exact on the teleport batch only (reference.md §2).
+"""Data-dependent GL(d) actions between two layers: exact on the teleport batch only (paper eq. 8, arXiv 2205.10637; the follow-up, arXiv 2305.13404).
 
 Torch layout: a layer maps its input H (batch, in) to Z = H W^T + b (batch, out), hidden S = sigma(Z).
 With several pairs, later pairs act first: a pair's action leaves the input of its first layer and the output

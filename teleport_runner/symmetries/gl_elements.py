@@ -28,7 +28,7 @@ def group_element(T: Tensor) -> Tensor:
 def right_divide(W: Tensor, g: Tensor) -> Tensor:
     """W g^-1, exactly, by one LU solve (cheaper than forming g^-1, and its backward is one more solve).
 
-    Never the first-order stand-in W (I - T) for W (I + T)^-1: that leaves the level set (reference.md §4).
+    Never the first-order stand-in W (I - T) for W (I + T)^-1: that leaves the level set (docs/results.md).
     ``solve_ex`` does not raise on a singular g: the result is then non-finite or far off the level set, and
     the teleport guard rejects it, instead of an exception in the middle of a teleport."""
     return torch.linalg.solve_ex(g, W, left=False)[0]

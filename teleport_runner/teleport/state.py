@@ -1,7 +1,7 @@
 """Optimizer-state policies across a teleport: keep, reset, or transform with the group action.
 
 The follow-up paper re-creates the optimizer after each teleport; on Fashion-MNIST with AdaGrad most of its
-gain came from that reset alone (reference.md §4), so the policy is an explicit choice, never implicit.
+gain came from that reset alone (measured with its code), so the policy is an explicit choice, never implicit.
 """
 from __future__ import annotations
 
