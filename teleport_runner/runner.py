@@ -26,6 +26,7 @@ from .record import RunRecord
 from .reporting.stats import REJECTED_WARN
 from .resources import check_memory
 from .signals import OptionalWorkInterrupted, StopRequest
+from .threads import apply_threads
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -144,8 +145,9 @@ def check_top_level(cfg: DictConfig) -> tuple[int, list[float], dict, int | None
     log_every = _positive_int(cfg, "log_every")
     thresholds = loss_thresholds(cfg)
     check_metric(cfg.get("optimize_metric", "final_loss"), thresholds)
-    if not isinstance(cfg.get("plots"), bool):
-        raise ConfigError(f"Invalid plots: {cfg.get('plots')!r}; it must be true or false.")
+    if not isinstance(cfg.get("plots"), bool) and cfg.get("plots") != "auto":
+        raise ConfigError(f"Invalid plots: {cfg.get('plots')!r}; it must be auto (a single run draws its figures, "
+                          "a sweep's jobs do not: the sweep report draws them), true or false.")
     ckpt_cfg = cfg.get("checkpoint") or {}
     if not isinstance(ckpt_cfg.get("path", "checkpoint.pt"), str) or not ckpt_cfg.get("path", "checkpoint.pt"):
         raise ConfigError(f"Invalid checkpoint.path: {ckpt_cfg.get('path')!r}; it must be a file name (relative to "
@@ -154,13 +156,14 @@ def check_top_level(cfg: DictConfig) -> tuple[int, list[float], dict, int | None
 
 
 def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
-        hydra_files: dict[str, str] | None = None) -> dict:
+        hydra_files: dict[str, str] | None = None, multirun: bool = False) -> dict:
     """Build everything from ``cfg``, train, and return the summary (also written to summary.json).
 
     ``stop`` is the caller's ``StopRequest`` (the CLI feeds it from SIGINT/SIGTERM); ``hydra_files`` are the
     ``.hydra/`` files to write when the run starts (``hydra.yaml``, ``overrides.yaml``). Raises ``UserError``
     (nothing written) for anything refused before the run starts, and re-raises what fails during it after
-    writing a ``failed`` summary. Warnings raised while building are shown once the run starts (so that
+    writing a ``failed`` summary. ``multirun``: a job of a sweep (``plots=auto`` then draws no figures of its
+    own: ~0.5 s a job, the sweep report draws them once). Warnings raised while building are shown once the run starts (so that
     train.log has them too), or at once when the run is refused."""
     run_dir, stop, shown = Path(run_dir), stop or StopRequest(), []
     try:
@@ -168,6 +171,8 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             warnings.simplefilter("always")
             dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
             log_every, thresholds, ckpt_cfg, every = check_top_level(cfg)
+            _check_groups(cfg)  # the thread count is set before any torch work, from the problem's size
+            threads = apply_threads(cfg.get("threads", "auto"), _instantiate(cfg.problem, "problem"))
             problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
             steps = total_steps(cfg, problem.steps_per_epoch)
             teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
@@ -200,7 +205,8 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
                                      teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps,
                                      generator=generator, stats=stats, log_every=log_every,
                                      log_params=getattr(problem, "dim", 0) == 2, checkpoint_every=every,
-                                     save_checkpoint=checkpointer.save, stop=stop))
+                                     save_checkpoint=checkpointer.save, stop=stop), threads,
+                                plots=cfg.plots if isinstance(cfg.plots, bool) else not multirun)
     finally:
         _reissue(shown)  # refused: the build's warnings still reach the console
 
@@ -211,13 +217,14 @@ def _reissue(caught) -> None:
 
 
 def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, checkpointer, resume: bool,
-             start_step: int, loop_args: dict) -> dict:
+             start_step: int, loop_args: dict, threads: tuple[int, str], plots: bool) -> dict:
     """Train (the loop), write the record, then the optional work; see ``run``."""
     problem, params, stats = loop_args["problem"], loop_args["params"], loop_args["stats"]
     jsonl = JsonlSink(run_dir, resume_step=start_step if resume else None)
     sink = Sinks([jsonl] + loggers)
     summary = {"status": "failed", "seed": cfg.seed, "device": str(params[0].device), "dtype": cfg.dtype,
-               "steps": loop_args["total_steps"], "run_dir": str(run_dir)}
+               "steps": loop_args["total_steps"], "run_dir": str(run_dir), "threads": threads[0],
+               "threads_reason": threads[1]}
     try:
         sink.log_config(OmegaConf.to_container(cfg, resolve=True))
         result = train(sink=sink, start_step=start_step, flush_seconds=0.5 if sink.live else None, **loop_args)
@@ -239,7 +246,7 @@ def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, 
             warnings.warn(f"{stats.n_teleports_rejected} of {stats.n_teleports} teleports were rejected (their loss "
                           "drift exceeded teleport.max_rel_drift) and rolled back"
                           + ("; in float32 near a zero loss use dtype=float64." if cfg.dtype == "float32" else "."))
-        _optional_work(stop, cfg, run_dir, problem, sink, summary)
+        _optional_work(stop, plots, run_dir, problem, sink, summary)
     return summary
 
 
@@ -251,7 +258,7 @@ def _failure_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _optional_work(stop: StopRequest, cfg: DictConfig, run_dir: Path, problem, sink, summary: dict) -> None:
+def _optional_work(stop: StopRequest, plots: bool, run_dir: Path, problem, sink, summary: dict) -> None:
     """Figures, then the sinks' close (console table, W&B upload). Each may fail or be interrupted with one
     warning; the record on disk is already complete and is never changed here."""
     def guarded(what: str, work) -> None:
@@ -263,9 +270,9 @@ def _optional_work(stop: StopRequest, cfg: DictConfig, run_dir: Path, problem, s
         except Exception as exc:
             warnings.warn(f"{what} skipped ({type(exc).__name__}: {exc}). The run's record is complete.")
 
-    if cfg.plots and summary.get("status") == "interrupted":  # a stop should be prompt; resume draws them
+    if plots and summary.get("status") == "interrupted":  # a stop should be prompt; resume draws them
         warnings.warn("Figures skipped: the run was interrupted (they are drawn when it completes after resume=true).")
-    elif cfg.plots and summary.get("status") in ("completed", "diverged"):
+    elif plots and summary.get("status") in ("completed", "diverged"):
         def figures():
             from .reporting.run_figures import plot_run
 

@@ -20,9 +20,6 @@ import traceback
 import warnings
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
 from . import CONFIG_DIR, version
 
 EXIT_CODES = {"completed": 0, "failed": 1, "refused": 2, "diverged": 3}
@@ -42,12 +39,20 @@ _default_formatwarning = warnings.formatwarning
 
 def _hydra_files(hydra_cfg) -> dict[str, str]:
     """What Hydra writes to ``.hydra/`` (told not to: ``hydra.output_subdir: null``), for ``RunRecord.begin``."""
+    from omegaconf import OmegaConf
+
     return {"hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
             "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task)}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def hydra_main(cfg: DictConfig):
+def hydra_main() -> None:
+    """Hydra's entry, imported only when a command needs Hydra (``--help`` alone does not: ``cli_help``)."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(_task)()
+
+
+def _task(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -83,7 +88,7 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         check_metric(cfg.optimize_metric, loss_thresholds(cfg))
-        summary = run(cfg, run_dir, stop=stop, hydra_files=hydra_files)
+        summary = run(cfg, run_dir, stop=stop, hydra_files=hydra_files, multirun=multirun)
         if summary.get("status") != "completed" and summary.get("message"):
             print(summary["message"], file=sys.stderr)
         return summary, summary.get("status", "failed")
@@ -114,6 +119,8 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
 def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: float) -> dict:
     """A sweep job that raised: keep its summary.json (status failed), or write one where the folder holds no
     other run's record, so the sweep report lists the job; then go on."""
+    from omegaconf import OmegaConf
+
     from .logging import write_summary
     from .record import RunFolderBusy, RunRecord, holds_results
 
@@ -163,6 +170,11 @@ def main() -> None:
     """Console entry point (``teleport-train``, ``python -m teleport_runner``)."""
     if "--version" in sys.argv[1:]:
         print(f"teleport-train {version()}")
+        return
+    if sys.argv[1:] in (["--help"], ["-h"]):  # without Hydra, torch or a config composed: instant
+        from .cli_help import fast_help
+
+        print(fast_help())
         return
     keyless = [a for a in sys.argv[1:] if a.startswith("=")]
     if keyless:  # Hydra would fail on these with an internal traceback
