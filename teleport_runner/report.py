@@ -14,6 +14,7 @@ Writes ``report.md`` and the figures ``report_*.png`` (see ``report_figures``) a
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -61,6 +62,35 @@ def teleport_cost(run: Run) -> float:
     return _num(run.summary.get("time_teleport_s")) / (descent / steps)
 
 
+def teleport_events(run: Run) -> list[dict]:
+    """The run's accepted teleports (teleports.jsonl); torn or unreadable lines are skipped."""
+    events = []
+    try:
+        lines = (run.path / "teleports.jsonl").read_text().splitlines()
+    except OSError:
+        return events
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("accepted"):
+            events.append(event)
+    return events
+
+
+def grad_gain(run: Run) -> float:
+    """Geometric mean over the accepted teleports of ||grad L||^2 after / before, on the teleport batch."""
+    logs = [math.log(e["grad_norm_sq_after"] / e["grad_norm_sq_before"]) for e in teleport_events(run)
+            if _num(e.get("grad_norm_sq_before")) > 0 and _num(e.get("grad_norm_sq_after")) > 0]
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+
+
+def ms_per_teleport(run: Run) -> float:
+    n = _num(run.summary.get("n_teleports"))
+    return 1e3 * _num(run.summary.get("time_teleport_s")) / n if n > 0 else math.nan
+
+
 def group_row(group: Group, ts: list[str], val_keys: list[str]) -> dict:
     ok = group.ok_runs
     statuses = {}
@@ -80,6 +110,9 @@ def group_row(group: Group, ts: list[str], val_keys: list[str]) -> dict:
     row["time s"] = mean_std(r.summary.get("time_total_s") for r in ok)
     row["teleports"] = mean_std(r.summary.get("n_teleports") for r in ok)
     row["teleport cost (steps)"] = mean_std(teleport_cost(r) for r in ok)
+    gain = mean_std(grad_gain(r) for r in ok)
+    row["grad^2 gain"] = gain if gain == MISSING else f"x{gain}"
+    row["ms / teleport"] = mean_std(ms_per_teleport(r) for r in ok)
     return row
 
 
@@ -155,7 +188,8 @@ def build_report(paths, out: Path, figures: bool = True) -> dict:
     lines = [f"# teleport_runner report\n\n{len(runs)} runs in {len(groups)} groups, from "
              f"{', '.join(map(str, paths))}. Mean ± std over seeds of the completed runs; (k/n) = runs that "
              "reached the loss threshold. Teleport cost = teleport time in descent-step equivalents "
-             "(time_teleport_s / (time_descent_s / steps)).\n",
+             "(time_teleport_s / (time_descent_s / steps)); grad^2 gain = geometric mean of ||grad L||^2 after / "
+             "before over the accepted teleports, on their batches.\n",
              "## Results\n", markdown_table(results),
              "## Paired against no teleport (same seed)\n",
              "Speed-up = baseline steps to the threshold / the group's, per seed, then mean ± std; a run that "
