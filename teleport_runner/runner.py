@@ -102,7 +102,9 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     teleporter = _instantiate(cfg.teleport, "teleport")
     check_memory(problem, teleporter, dtype, device)  # before anything large is allocated
     problem.setup(device, dtype, seed)
-    if teleporter.enabled:
+    # Solvers without a group (slp, reset_only) accept any symmetry: it is neither bound nor checked.
+    uses_group = teleporter.enabled and getattr(teleporter, "needs_group", True)
+    if uses_group:
         symmetry.bind(problem)
     schedule = _instantiate(cfg.schedule, "schedule")
     params = problem.init_params()
@@ -111,7 +113,7 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     except (ValueError, TypeError) as exc:  # torch.optim checks its hyperparameters: "Invalid learning rate: -1"
         raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_} "
                           f"({OmegaConf.to_container(cfg.optimizer)}): {exc}.") from None
-    if teleporter.enabled:  # refuse now what would fail at the first teleport (state policy, batch width)
+    if uses_group:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
     return problem, symmetry, teleporter, schedule, params, optimizer
 

@@ -107,6 +107,14 @@ def teleport_costs(summary: dict, teleports: list[dict]) -> dict:
     return {"teleport_s": per, "teleport_steps": per / descent_step_s(summary)}
 
 
+def grad_gain(teleports: list[dict]) -> float:
+    """Geometric mean over a run's accepted teleports of ||grad L||^2 after / before (on their batches)."""
+    logs = [math.log(a / b) for t in teleports if t.get("accepted")
+            for a, b in [(number(t.get("grad_norm_sq_after")), number(t.get("grad_norm_sq_before")))]
+            if a > 0 and b > 0 and math.isfinite(a / b)]
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+
+
 def rejected_share(summary: dict) -> float:
     n = number(summary.get("n_teleports"))
     return number(summary.get("n_teleports_rejected")) / n if n and n > 0 else 0.0

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 from .runs import Group, duplicate_seeds
-from .stats import (MISSING, REJECTED_WARN, describe, describe_ratios, fmt, number, rejected_share, steps_to,
-                    teleport_costs)
+from .stats import (MISSING, REJECTED_WARN, describe, describe_ratios, fmt, grad_gain, number, rejected_share,
+                    steps_to, teleport_costs)
 
 
 def thresholds(runs) -> list[str]:
@@ -34,7 +34,8 @@ def group_stats(group: Group, ts: list[str], val_keys: list[str]) -> dict:
                "n_teleports": describe(r.summary.get("n_teleports") for r in ok),
                "n_teleports_rejected": describe(r.summary.get("n_teleports_rejected") for r in ok),
                "teleport_s": describe(c["teleport_s"] for c in costs),
-               "teleport_steps": describe(c["teleport_steps"] for c in costs)}
+               "teleport_steps": describe(c["teleport_steps"] for c in costs),
+               "grad_norm_sq_gain": describe_ratios(grad_gain(r.teleports) for r in ok)}
     for t in ts:
         reached = [steps_to(r.summary, t) for r in ok]
         metrics[f"steps_to_loss/{t}"] = dict(describe(s for s, hit in reached if hit),
@@ -97,6 +98,7 @@ def result_row(stats: dict, ts: list[str], val_keys: list[str], style: str, best
     row["time s"] = fmt(m["time_total_s"], style)
     row["teleports acc/rej"] = f"{stats['accepted']}/{stats['rejected']}" if stats["accepted"] + stats["rejected"] \
         else MISSING
+    row["||grad L||^2 gain"] = fmt(m["grad_norm_sq_gain"], style, ratio=True)
     row["s per teleport"] = fmt(m["teleport_s"], style)
     row["descent steps per teleport"] = fmt(m["teleport_steps"], style)
     return row

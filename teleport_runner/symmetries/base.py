@@ -113,3 +113,28 @@ class Symmetry(ABC):
         """Raise ``ConfigError`` when ``transform_state`` cannot carry ``optimizer``'s state."""
         if type(self).transform_state is Symmetry.transform_state:
             self.transform_state([], [], None, [])  # the default refusal, with its message
+
+
+class NoSymmetry(Symmetry):
+    """No group at all (``symmetry=none``): for solvers that move the parameters without one (``teleport=slp``,
+    ``reset_only``), which never bind it. A group solver binding it is refused with the options that fit."""
+
+    name = "none"
+
+    def bind(self, problem: Problem) -> None:
+        from ..errors import SymmetryMismatch
+
+        raise SymmetryMismatch(
+            f"symmetry=none has no group for the teleport solver to search (problem {problem.name!r}). Use "
+            "teleport=slp (level-set teleportation, needs no group), teleport=reset_only or teleport=none with it, "
+            "or choose a symmetry: level_set for rosenbrock, booth and quadratic; gl_data, gl_hidden, gl_linear or "
+            "rescale for networks.")
+
+    def identity(self, params, ctx) -> Coords:
+        return []
+
+    def sample(self, params, ctx, generator, scale) -> Coords:
+        return []
+
+    def act(self, xi, params, ctx) -> list[Tensor]:
+        return [p.clone() for p in params]

@@ -1,7 +1,9 @@
-"""The teleport guard shared by every solver: measure, search, verify, then commit or roll back.
+"""The teleport guard shared by every solver: measure, propose, verify, then commit or roll back.
 
-A solver only implements ``search`` (find group coordinates). ``teleport`` wraps it the same way for all:
-loss and ||grad L||^2 before, the candidate g·w, loss and ||grad L||^2 after, and the relative loss drift.
+A group solver implements ``search`` (find group coordinates; the default ``propose`` turns them into the
+candidate g·w). A solver that moves the parameters without a group (level-set SLP, ``slp.py``) overrides
+``propose`` instead and sets ``needs_group = False``. ``teleport`` wraps every proposal the same way: loss and
+||grad L||^2 before, the candidate, loss and ||grad L||^2 after, and the relative loss drift.
 A candidate that is not finite or drifts more than ``max_rel_drift`` is never written into the parameters
 (rolled back) and is counted as rejected. Accepted teleports are written in place (``p.copy_``), so
 optimizer state stays attached to the same tensors; ``optimizer_state`` then says what happens to it.
@@ -9,7 +11,7 @@ optimizer state stays attached to the same tensors; ``optimizer_state`` then say
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +26,8 @@ from .state import STATE_POLICIES, apply_state_policy
 #: Settings of any solver. A preset tunes the solver it names (``teleport.lr=...``); when the user then swaps
 #: the solver (``teleport=none``) those keys stay in the merged config, so every solver tolerates the others'
 #: settings. Anything else is a typo and is rejected (Hydra already rejects unknown keys on the command line).
-SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "samples", "scale"}
+SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "samples", "scale",
+                   "rho", "tol", "max_backtracks", "sublevel"}
 
 
 def check_other_settings(kind: str, settings: dict) -> None:
@@ -52,7 +55,19 @@ def relative_drift(before: Tensor, after: Tensor) -> Tensor:
     return (after - before).abs() / before.abs().clamp_min(tiny)
 
 
-class TeleportSolver(ABC):
+@dataclass
+class Proposal:
+    """What a solver proposes: the candidate parameters (new tensors; the guard decides whether they are written),
+    the group coordinates and symmetry context that produced them (``optimizer_state=transform`` reads them; None
+    for a move without a group), and the solver's own diagnostics, added to the teleport event."""
+
+    params: list[Tensor]
+    xi: Coords | None = None
+    ctx: Any = None
+    info: dict = field(default_factory=dict)
+
+
+class TeleportSolver:
     """Base class of solvers: the guard above, plus the schedule-independent settings.
 
     Args:
@@ -64,7 +79,8 @@ class TeleportSolver(ABC):
     """
 
     enabled = True
-    moves_params = True
+    #: False for solvers that never touch the symmetry (the runner then neither binds nor checks it)
+    needs_group = True
 
     def __init__(self, max_rel_drift: float | None = None, optimizer_state: str = "keep",
                  batches: int = 1, batch_size: int | None = None, **other_solver_settings):
@@ -84,10 +100,28 @@ class TeleportSolver(ABC):
         self.batches = int(batches)
         self.batch_size = None if batch_size is None else int(batch_size)
 
-    @abstractmethod
     def search(self, problem: Problem, symmetry: Symmetry, params: list[Tensor], batch: Batch, ctx: Any,
                generator: torch.Generator) -> Coords:
-        """Coordinates of the chosen group element (detached)."""
+        """Coordinates of the chosen group element (detached). Group solvers implement this."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither search nor propose.")
+
+    def propose(self, problem: Problem, symmetry: Symmetry, params: list[Tensor], batch: Batch,
+                generator: torch.Generator) -> Proposal:
+        """The candidate parameters for the point ``params`` (detached copies the solver may read, never
+        write). Default: the group element ``search`` chose, applied by the symmetry."""
+        ctx = symmetry.prepare(params, batch)
+        xi = self.search(problem, symmetry, params, batch, ctx, generator)
+        with torch.no_grad():
+            return Proposal(symmetry.act(xi, params, ctx), xi, ctx)
+
+    def measures_holdout(self, symmetry: Symmetry) -> bool:
+        """Whether a teleport may change the function off its batch (then the guard logs the change on held-out
+        data): for group solvers, when the action is exact only on the batch."""
+        return symmetry.data_dependent
+
+    def drift(self, before: Tensor, after: Tensor) -> Tensor:
+        """The loss change the guard compares with the tolerance: relative, in either direction."""
+        return relative_drift(before, after)
 
     def tolerance(self, dtype: torch.dtype) -> float:
         return self.max_rel_drift if self.max_rel_drift is not None else DEFAULT_MAX_REL_DRIFT[dtype]
@@ -121,17 +155,15 @@ class TeleportSolver(ABC):
 
     def _teleport_once(self, step, index, problem, symmetry, params, optimizer, batch, generator) -> dict:
         start = time.perf_counter()
-        holdout = problem.holdout_batch(step) if symmetry.data_dependent else None
+        holdout = problem.holdout_batch(step) if self.measures_holdout(symmetry) else None
         loss_before, gn_before = loss_and_grad_norm_sq(problem, params, batch)
         with torch.no_grad():
             holdout_before = problem.loss(params, holdout) if holdout is not None else None
         w = [p.detach().clone() for p in params]  # the point before, kept for rollback and state
-        ctx = symmetry.prepare(w, batch)
-        xi = self.search(problem, symmetry, w, batch, ctx, generator)
-        with torch.no_grad():
-            candidate = symmetry.act(xi, w, ctx) if self.moves_params else w
+        proposal = self.propose(problem, symmetry, w, batch, generator)
+        candidate = proposal.params
         loss_after, gn_after = loss_and_grad_norm_sq(problem, candidate, batch)
-        drift = relative_drift(loss_before, loss_after)
+        drift = self.drift(loss_before, loss_after)
         finite = bool(torch.isfinite(loss_after) & torch.isfinite(gn_after)) and all(
             bool(torch.isfinite(c).all()) for c in candidate)
         accepted = finite and float(drift) <= self.tolerance(loss_before.dtype)
@@ -140,7 +172,7 @@ class TeleportSolver(ABC):
             "loss_before": float(loss_before), "loss_after": float(loss_after),
             "rel_loss_drift": float(drift),
             "grad_norm_sq_before": float(gn_before), "grad_norm_sq_after": float(gn_after),
-            "accepted": accepted,
+            "accepted": accepted, **proposal.info,
         }
         if accepted:
             with torch.no_grad():
@@ -149,7 +181,7 @@ class TeleportSolver(ABC):
                 if holdout is not None:
                     holdout_after = problem.loss(params, holdout)
                     event["holdout_rel_loss_change"] = float(relative_drift(holdout_before, holdout_after))
-            apply_state_policy(self.optimizer_state, optimizer, symmetry, xi, w, ctx, params)
+            apply_state_policy(self.optimizer_state, optimizer, symmetry, proposal.xi, w, proposal.ctx, params)
         if params[0].device.type == "cuda":
             torch.cuda.synchronize(params[0].device)
         event["time_s"] = time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""Teleport solvers: how to choose g. Each implements ``TeleportSolver.search`` and nothing else."""
+"""Group teleport solvers: how to choose g. Each implements ``TeleportSolver.search`` (or, for the control that
+moves nothing, ``propose``) and nothing else; the symmetry-free level-set solver is ``slp.py``."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, one_of
 from ..symmetries.base import Coords
-from .base import TeleportSolver
+from .base import Proposal, TeleportSolver
 
 
 def _clip(xi: Coords, max_norm: float | Tensor) -> tuple[Coords, Tensor]:
@@ -107,11 +108,11 @@ class RandomSearch(TeleportSolver):
 class ResetOnly(TeleportSolver):
     """Control: at each scheduled step reset the optimizer state and leave the parameters where they are."""
 
-    moves_params = False
+    needs_group = False
 
     def __init__(self, **guard):
         guard["optimizer_state"] = "reset"
         super().__init__(**guard)
 
-    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
-        return symmetry.identity(params, ctx)
+    def propose(self, problem, symmetry, params, batch, generator) -> Proposal:
+        return Proposal(list(params))
