@@ -8,7 +8,7 @@ compare() {  # name, group-teleport preset, slp preset, seeds, extra overrides..
   local name=$1 preset=$2 slp=$3 seeds=$4; shift 4
   train "experiment=$preset,$slp" "seed=$seeds" "$@" "hydra.sweep.dir=$OUT/$name/teleport"
   train "experiment=$preset" teleport=none "seed=$seeds" "$@" "hydra.sweep.dir=$OUT/$name/none"
-  python -m teleport_runner.report "$OUT/$name" --no-figures --out "$OUT/$name"
+  python -m teleport_runner.reporting "$OUT/$name" --no-figures --out "$OUT/$name"
 }
 compare rosenbrock paper_rosenbrock slp_rosenbrock 0,1,2,3,4 dtype=float64
 compare booth paper_booth slp_booth 0,1,2,3,4 dtype=float64

@@ -164,8 +164,11 @@ def test_a_teleport_stops_within_a_second_of_sigterm(tmp_path):
     time.sleep(1.0)  # inside the first teleport's ascent by now
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
+    while not (tmp_path / "summary.json").exists() and time.monotonic() - sent < 30:
+        time.sleep(0.01)
+    stopped = time.monotonic() - sent  # the teleport rolled back, the checkpoint and summary written
     _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 1.5, "the teleport did not stop promptly"  # 1 s + process exit on a busy box
+    assert stopped < 1.5, f"the teleport took {stopped:.2f} s to stop"  # 1 s, with room for a loaded 2-core box
     assert proc.returncode == 143 and "Traceback" not in stderr
     summary = summary_of(tmp_path)
     assert summary["status"] == "interrupted" and summary["n_teleports"] == 0 and summary["steps_done"] == 0
