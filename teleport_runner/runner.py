@@ -99,7 +99,8 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     teleporter = _instantiate(cfg.teleport, "teleport")
     check_memory(problem, teleporter, dtype, device)  # before anything large is allocated
     problem.setup(device, dtype, seed)
-    if teleporter.enabled:
+    if teleporter.enabled or cfg.get("print_pairs", False):
+        symmetry = symmetry.for_problem(problem)
         symmetry.bind(problem)
     schedule = _instantiate(cfg.schedule, "schedule")
     params = problem.init_params()
@@ -159,6 +160,9 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
                           "the run folder), e.g. checkpoint.pt.")
     every = checkpoint_every(ckpt_cfg.get("every"))
     problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
+    if cfg.get("print_pairs", False):  # list where the symmetry acts, and stop before the folder is touched
+        print("\n".join([f"{symmetry.name} on {problem.name}:", *symmetry.describe()]))
+        return {"status": "completed", "pairs": symmetry.describe(), "run_dir": str(run_dir)}
     steps = total_steps(cfg, problem.steps_per_epoch)
     teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
     stats = RunStats(loss_thresholds=thresholds)
