@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# The first run: experiment=quickstart (ARGS may name another preset or override anything).
 train: $(STAMP)
-	$(BIN)/teleport-train $(ARGS)
+	$(BIN)/teleport-train experiment=quickstart $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(ARGS)

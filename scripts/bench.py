@@ -26,6 +26,7 @@ machine a ratio moves with the machine's speed, and the spread shows by how much
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -54,12 +55,14 @@ WORKLOADS = {  # name: overrides
                                "problem.bias=false"],
     "regression_mlp": ["problem=mlp_regression"],
     "rosenbrock": ["problem=rosenbrock"],
+    "lenet_mnist_b20": ["experiment=lenet_mnist"],  # problem=module: LeNet-5 (conv) through functional_call
 }
 EPOCH_WORKLOAD = "mnist_784-16-10-10_b20"  # epoch_vs_dataloader runs when this workload is selected
 # The preset whose teleport lr and max_group_norm time each workload's ascent steps: steps as large as real
 # teleports take (the exponential's cost grows with the step's norm; a vanishing lr would flatter it).
 ASCENT_PRESETS = {"mnist_784-512-512-10_b20": "paper_mnist", "mnist_784-16-10-10_b20": "followup_mnist",
-                  "regression_mlp": "paper_regression", "rosenbrock": "paper_rosenbrock"}
+                  "regression_mlp": "paper_regression", "rosenbrock": "paper_rosenbrock",
+                  "lenet_mnist_b20": "lenet_mnist"}
 # Network symmetries with their defaults and the two cheaper exact variants (see layer_pairs.py):
 # g = I + T instead of exp(T), and the batch subgroup g = I + U V^T (O(d^2 batch) work instead of O(d^3)).
 GL_VARIANTS = {"": {}, "[linear]": {"parametrization": "linear"}, "[subgroup=batch]": {"subgroup": "batch"},
@@ -67,7 +70,7 @@ GL_VARIANTS = {"": {}, "[linear]": {"parametrization": "linear"}, "[subgroup=bat
 NETWORK_SYMMETRIES = [(f"{sym}{tag}", sym, settings) for sym in ("gl_data", "gl_hidden")
                       for tag, settings in GL_VARIANTS.items()] + [("rescale", "rescale", {})]
 SYMMETRIES = {"mnist": NETWORK_SYMMETRIES, "mlp_regression": NETWORK_SYMMETRIES,
-              "rosenbrock": [("level_set", "level_set", {})]}
+              "rosenbrock": [("level_set", "level_set", {})], "module:LeNet5": [("rescale", "rescale", {})]}
 
 
 def marginal_step_s(short, long, n_steps: int) -> float:
@@ -112,14 +115,24 @@ def timer(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def setup(overrides: list[str], data_root: str):
-    data = [f"problem.data.root={data_root}"] if "problem=mnist" in overrides else []
+    data = [f"problem.data.root={data_root}"] if uses_mnist(overrides) else []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["teleport=none", *overrides, *data])
     return build(cfg, DEVICE, torch.float32)
 
 
+def uses_mnist(overrides: list[str]) -> bool:
+    return "problem=mnist" in overrides or "experiment=lenet_mnist" in overrides
+
+
 def plain_model(problem, params):
-    """nn.Sequential with the runner's initial weights copied in."""
+    """nn.Sequential with the runner's initial weights copied in (for a module problem: the module itself)."""
+    if getattr(problem, "is_module", False):
+        model = copy.deepcopy(problem.model)
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), params):
+                p.copy_(q)
+        return model
     layers = []
     for i, (wi, bi) in enumerate(problem.layers):
         w = params[wi]
@@ -263,7 +276,7 @@ def ascent_step_cost(problem, params, symmetry_name: str, settings: dict, descen
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(Path(CONFIG_DIR) / "symmetry" / f"{symmetry_name}.yaml")
-    symmetry = instantiate(OmegaConf.merge(config, settings))
+    symmetry = instantiate(OmegaConf.merge(config, settings)).for_problem(problem)
     symmetry.bind(problem)
     w = [p.detach() for p in params]
     # A teleport batch each action is exact on: the small network's hidden widths (16, 10) bound it.
@@ -354,7 +367,7 @@ def main() -> None:
     console = Console(width=180)
     tmp = Path(tempfile.mkdtemp(prefix="teleport_bench_"))
     data_root, data_note = idx.default_root(), "no image data needed"
-    if any("problem=mnist" in WORKLOADS[name] for name in args.workloads):
+    if any(uses_mnist(WORKLOADS[name]) for name in args.workloads):
         try:
             idx.locate("mnist", data_root)
             data_note = f"MNIST from {data_root}"

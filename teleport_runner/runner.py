@@ -104,7 +104,8 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     problem.setup(device, dtype, seed)
     # Solvers without a group (slp, reset_only) accept any symmetry: it is neither bound nor checked.
     uses_group = teleporter.enabled and getattr(teleporter, "needs_group", True)
-    if uses_group:
+    if uses_group or cfg.get("print_pairs", False):
+        symmetry = symmetry.for_problem(problem)  # e.g. rescale on a user's module: its discovered pairs
         symmetry.bind(problem)
     schedule = _instantiate(cfg.schedule, "schedule")
     params = problem.init_params()
@@ -165,8 +166,8 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
     ``.hydra/`` files to write when the run starts (``hydra.yaml``, ``overrides.yaml``). Raises ``UserError``
     (nothing written) for anything refused before the run starts, and re-raises what fails during it after
     writing a ``failed`` summary. ``multirun``: a job of a sweep (``plots=auto`` then draws no figures of its
-    own: ~0.5 s a job, the sweep report draws them once). Warnings raised while building are shown once the run starts (so that
-    train.log has them too), or at once when the run is refused."""
+    own: ~0.5 s a job, the sweep report draws them once). Warnings raised while building are shown once the
+    run starts (so that train.log has them too), or at once when the run is refused."""
     run_dir, stop, shown = Path(run_dir), stop or StopRequest(), []
     try:
         with warnings.catch_warnings(record=True) as shown:  # 1. Every check and every object, nothing written.
@@ -176,6 +177,9 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             _check_groups(cfg)  # the thread count is set before any torch work, from the problem's size
             threads = apply_threads(cfg.get("threads", "auto"), _instantiate(cfg.problem, "problem"))
             problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
+            if cfg.get("print_pairs", False):  # list where the symmetry acts, and stop before the folder is touched
+                print("\n".join([f"{symmetry.name} on {problem.name}:", *symmetry.describe()]))
+                return {"status": "completed", "pairs": symmetry.describe(), "run_dir": str(run_dir)}
             steps = total_steps(cfg, problem.steps_per_epoch)
             teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
             loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.logger or {}).items()]

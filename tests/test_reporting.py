@@ -107,7 +107,7 @@ def test_epoch_rows_hold_the_mean_training_loss(tmp_path, synthetic_mnist_root):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_default_run_shows_accepted_teleports_that_raise_the_gradient(tmp_path, dtype):
-    summary = run(compose_cfg(f"dtype={dtype}"), tmp_path)
+    summary = run(compose_cfg("experiment=quickstart", f"dtype={dtype}"), tmp_path)  # what make train runs
     events = read_jsonl(tmp_path / "teleports.jsonl")
     raised = [e for e in events if e["accepted"] and e["grad_norm_sq_after"] > e["grad_norm_sq_before"] * (1 + 1e-6)]
     assert len(raised) >= 8 and summary["final_loss"] < 0.111 / 10

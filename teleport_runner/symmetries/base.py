@@ -40,6 +40,18 @@ class Symmetry(ABC):
     name: str = "symmetry"
     #: True when the action is exact only on the batch it was built from (eq. 8 and its follow-up form).
     data_dependent: bool = False
+    #: True for a data-free action whose exactness the guard also checks on held-out data (sites found in a user's
+    #: module): a teleport that changes the held-out loss more than the drift tolerance is rolled back.
+    measures_holdout: bool = False
+
+    def for_problem(self, problem: Problem) -> "Symmetry":
+        """The symmetry that acts on ``problem`` (itself, unless a family has a form for it: ``rescale`` on a
+        ``problem=module`` becomes ``conv_rescale.ModuleRescale``)."""
+        return self
+
+    def describe(self) -> list[str]:
+        """Where the action acts, one line each (``print_pairs=true``)."""
+        return [f"{self.name}: acts on all of the problem's parameters"]
 
     def bind(self, problem: Problem) -> None:
         """Check that this symmetry fits ``problem`` (raise ``SymmetryMismatch`` otherwise) and keep it."""

@@ -36,27 +36,12 @@ def state_kinds(optimizer, symmetry_name: str) -> dict:
     return kinds
 
 
-class _LinearLayerAction(LayerPairSymmetry):
-    """Shared machinery: per pair a matrix A and its inverse, from which transform_state maps optimizer state
-    (each subclass writes its own ``act``, which avoids forming A^-1: a solve for GL, elementwise for rescaling)."""
-
-    def matrices(self, xi) -> list[tuple[int, Tensor, Tensor]]:
-        raise NotImplementedError
+class StateMaps:
+    """Mixin: ``transform_state`` from the subclass's maps of a gradient (``_grad_map``), a squared gradient
+    (``_square_maps``) and RMSprop's ratio buffer (``_ratio_map``) under the action."""
 
     def check_state_policy(self, optimizer) -> None:
         self.state_kinds = state_kinds(optimizer, self.name)
-
-    def _grad_map(self, xi, params):
-        """Functions mapping each parameter's gradient to the gradient at g·w (and, for diagonal A, the factor)."""
-        maps = [lambda t: t for _ in params]
-        for m, A, A_inv in self.matrices(xi):
-            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            left, right = A_inv.T, A.T  # grad W_m -> A^-T grad W_m ; grad W_{m+1} -> grad W_{m+1} A^T
-            maps[w0] = (lambda f, M: lambda t: M @ f(t))(maps[w0], left)
-            if b0 is not None:
-                maps[b0] = (lambda f, M: lambda t: M @ f(t))(maps[b0], left)
-            maps[w1] = (lambda f, M: lambda t: f(t) @ M)(maps[w1], right)
-        return maps
 
     def transform_state(self, xi, params, ctx, states):
         kinds = getattr(self, "state_kinds", None)
@@ -80,6 +65,47 @@ class _LinearLayerAction(LayerPairSymmetry):
                     new[key] = self._ratio_map(i, value, xi, params)
             out.append(new)
         return out
+
+
+class ElementwiseAction(StateMaps):
+    """Mixin for actions w' = F * w with an elementwise factor F per parameter (``_factors``): the action, and
+    optimizer state mapped by 1/F (gradients) and 1/F^2 (squared gradients); RMSprop's ratio is unchanged."""
+
+    def _factors(self, xi, params) -> list[Tensor | None]:
+        raise NotImplementedError
+
+    def act(self, xi, params, ctx):
+        # Elementwise instead of diag matrices: same result, no d x d products.
+        return [p if f is None else p * f for p, f in zip(params, self._factors(xi, params))]
+
+    def _grad_map(self, xi, params):
+        return [(lambda f: lambda v: v if f is None else v / f)(f) for f in self._factors(xi, params)]
+
+    def _square_maps(self, xi, params):
+        return [(lambda f: lambda v: v if f is None else v / f.square())(f) for f in self._factors(xi, params)]
+
+    def _ratio_map(self, i, value, xi, params):
+        return value.clone()
+
+
+class _LinearLayerAction(StateMaps, LayerPairSymmetry):
+    """Shared machinery: per pair a matrix A and its inverse, from which transform_state maps optimizer state
+    (each subclass writes its own ``act``, which avoids forming A^-1: a solve for GL, elementwise for rescaling)."""
+
+    def matrices(self, xi) -> list[tuple[int, Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def _grad_map(self, xi, params):
+        """Functions mapping each parameter's gradient to the gradient at g·w (and, for diagonal A, the factor)."""
+        maps = [lambda t: t for _ in params]
+        for m, A, A_inv in self.matrices(xi):
+            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
+            left, right = A_inv.T, A.T  # grad W_m -> A^-T grad W_m ; grad W_{m+1} -> grad W_{m+1} A^T
+            maps[w0] = (lambda f, M: lambda t: M @ f(t))(maps[w0], left)
+            if b0 is not None:
+                maps[b0] = (lambda f, M: lambda t: M @ f(t))(maps[b0], left)
+            maps[w1] = (lambda f, M: lambda t: f(t) @ M)(maps[w1], right)
+        return maps
 
 
 class GLLinear(ClosedFormObjective, GLPairSymmetry, _LinearLayerAction):
@@ -140,7 +166,7 @@ class GLLinear(ClosedFormObjective, GLPairSymmetry, _LinearLayerAction):
         raise AssertionError("refused in check_state_policy")
 
 
-class Rescale(ClosedFormObjective, _LinearLayerAction):
+class Rescale(ClosedFormObjective, ElementwiseAction, _LinearLayerAction):
     """Positive rescaling of hidden units for positively homogeneous activations (ReLU, LeakyReLU), data-free.
 
     Group: (R_{>0})^{d_m} per chosen pair, d = exp(t) for t in R^{d_m} (the group is abelian, so the solver's
@@ -158,6 +184,13 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
     activations = ("relu", "leaky_relu", "identity")
     why_not = "rescaling needs sigma(d z) = d sigma(z) for d > 0 (positive homogeneity); tanh is not."
 
+    def for_problem(self, problem):
+        if getattr(problem, "is_module", False):  # a user's module: the pairs are discovered from its structure
+            from .conv_rescale import ModuleRescale
+
+            return ModuleRescale(self.pairs_requested)
+        return self
+
     def _coord_shape(self, m, ctx):
         return (self.width(m),)
 
@@ -172,30 +205,27 @@ class Rescale(ClosedFormObjective, _LinearLayerAction):
         u = (delta * elements[l] if l in elements else delta) @ params[self.problem.layers[l][0]]
         return u / elements[l - 1] if l - 1 in elements else u
 
-    def act(self, xi, params, ctx):
-        # Elementwise instead of diag matrices: same result, no d x d products.
-        return [p if f is None else p * f for p, f in zip(params, self._factors(xi, params))]
-
     def _factors(self, xi, params) -> list[Tensor | None]:
-        """Elementwise factor F with w' = F * w for each parameter (None: left alone); gradients map by 1/F."""
-        factors = [None] * len(params)
+        return rescale_factors(params, [(t, *self.problem.layers[m], self.problem.layers[m + 1][0], 1)
+                                        for t, m in zip(xi, self.pairs)])
 
-        def scale(i, by):
-            factors[i] = by if factors[i] is None else factors[i] * by
 
-        for t, m in zip(xi, self.pairs):
-            (w0, b0), (w1, _) = self.problem.layers[m], self.problem.layers[m + 1]
-            scale(w0, torch.exp(t)[:, None])
-            if b0 is not None:
-                scale(b0, torch.exp(t))
-            scale(w1, torch.exp(-t)[None, :])
-        return factors
+def rescale_factors(params, sites) -> list[Tensor | None]:
+    """Elementwise factor F with w' = F * w for each parameter (None: left alone) under positive rescaling.
 
-    def _grad_map(self, xi, params):
-        return [(lambda f: lambda v: v if f is None else v / f)(f) for f in self._factors(xi, params)]
+    ``sites``: (t, producer weight index, its bias index or None, consumer weight index, repeat) per site: the
+    producer's output unit (a row, or a convolution's output channel) k scales by exp(t_k), the consumer's inputs
+    of unit k (``repeat`` consecutive columns of a Linear, or input channel k of a convolution) by exp(-t_k)."""
+    factors = [None] * len(params)
 
-    def _square_maps(self, xi, params):
-        return [(lambda f: lambda v: v if f is None else v / f.square())(f) for f in self._factors(xi, params)]
+    def scale(i, by):
+        factors[i] = by if factors[i] is None else factors[i] * by
 
-    def _ratio_map(self, i, value, xi, params):
-        return value.clone()
+    for t, w0, b0, w1, repeat in sites:
+        d, inverse = torch.exp(t), torch.exp(-t)
+        scale(w0, d.reshape(-1, *[1] * (params[w0].ndim - 1)))
+        if b0 is not None:
+            scale(b0, d)
+        inverse = inverse.repeat_interleave(repeat) if repeat > 1 else inverse
+        scale(w1, inverse.reshape(1, -1, *[1] * (params[w1].ndim - 2)))
+    return factors

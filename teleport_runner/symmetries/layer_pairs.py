@@ -33,6 +33,17 @@ def inverse_activation(name: str, slope: float):
     raise SymmetryMismatch(f"Activation {name!r} has no inverse on all of R.")
 
 
+def warn_unbounded(name: str, teleporter) -> None:
+    """Warn when an ascent on a non-compact group has no bound (``teleport.max_group_norm`` null)."""
+    if hasattr(teleporter, "max_group_norm") and teleporter.max_group_norm is None:
+        warnings.warn(
+            f"teleport.max_group_norm is null with symmetry {name!r}: its group is not compact and the "
+            "objective ||grad L(g·w)||^2 is unbounded on it, so the ascent can go far enough along the orbit "
+            "that descent diverges after the teleport. The network presets bound it (paper_regression: 2.0, "
+            "paper_mnist: 0.1); set teleport.max_group_norm (and a teleport.lr for the problem's scale).",
+            stacklevel=3)
+
+
 class LayerPairSymmetry(Symmetry):
     """Base class: a group acting on the hidden layers between chosen consecutive layer pairs.
 
@@ -53,6 +64,10 @@ class LayerPairSymmetry(Symmetry):
         self.pairs_requested = pairs
 
     def bind(self, problem: Problem) -> None:
+        if getattr(problem, "is_module", False):
+            raise SymmetryMismatch(
+                f"Symmetry {self.name!r} does not act on problem=module yet: for a module's own layers use "
+                "symmetry=rescale (positive rescaling of the Linear and Conv2d pairs found in it), or teleport=none.")
         if not getattr(problem, "is_network", False):
             raise SymmetryMismatch(
                 f"Symmetry {self.name!r} does not fit problem {problem.name!r}: it acts on the layers of a network "
@@ -73,6 +88,11 @@ class LayerPairSymmetry(Symmetry):
         # (see gl_data.py), and for data-free actions the order does not matter.
         self.pairs = sorted(pairs, reverse=True)
         super().bind(problem)
+
+    def describe(self) -> list[str]:
+        sizes = self.problem.sizes
+        return [f"pair {m}: layer {m} ({sizes[m]} -> {sizes[m + 1]}) -> layer {m + 1} ({sizes[m + 1]} -> "
+                f"{sizes[m + 2]}): {self.name} on {sizes[m + 1]} units" for m in sorted(self.pairs)]
 
     # --- coordinates -----------------------------------------------------------------------------------
     def width(self, m: int) -> int:
@@ -102,13 +122,7 @@ class LayerPairSymmetry(Symmetry):
     def check_run(self, problem, teleporter, optimizer) -> None:
         super().check_run(problem, teleporter, optimizer)
         self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
-        if hasattr(teleporter, "max_group_norm") and teleporter.max_group_norm is None:
-            warnings.warn(
-                f"teleport.max_group_norm is null with symmetry {self.name!r}: its group is not compact and the "
-                "objective ||grad L(g·w)||^2 is unbounded on it, so the ascent can go far enough along the orbit "
-                "that descent diverges after the teleport. The network presets bound it (paper_regression: 2.0, "
-                "paper_mnist: 0.1); set teleport.max_group_norm (and a teleport.lr for the problem's scale).",
-                stacklevel=2)
+        warn_unbounded(self.name, teleporter)
 
     def check_batch(self, batch_size: int) -> None:
         """Data-dependent actions refuse batches they cannot be exact on."""

@@ -155,7 +155,10 @@ class TeleportSolver:
 
     def _teleport_once(self, step, index, problem, symmetry, params, optimizer, batch, generator) -> dict:
         start = time.perf_counter()
-        holdout = problem.holdout_batch(step) if self.measures_holdout(symmetry) else None
+        # Held-out data where a teleport may change the function off its batch (data-dependent actions, slp), or
+        # where the symmetry asks the guard to verify exactness there (discovered pairs of a user's module).
+        holdout = (problem.holdout_batch(step) if self.measures_holdout(symmetry) or symmetry.measures_holdout
+                   else None)
         loss_before, gn_before = loss_and_grad_norm_sq(problem, params, batch)
         with torch.no_grad():
             holdout_before = problem.loss(params, holdout) if holdout is not None else None
@@ -174,13 +177,16 @@ class TeleportSolver:
             "grad_norm_sq_before": float(gn_before), "grad_norm_sq_after": float(gn_after),
             "accepted": accepted, **proposal.info,
         }
+        if holdout is not None and (accepted or symmetry.measures_holdout):
+            with torch.no_grad():
+                change = float(relative_drift(holdout_before, problem.loss(candidate, holdout)))
+            event["holdout_rel_loss_change"] = change
+            if symmetry.measures_holdout and not change <= self.tolerance(loss_before.dtype):
+                accepted = event["accepted"] = False  # a data-free action that moved the function off the batch
         if accepted:
             with torch.no_grad():
                 for p, c in zip(params, candidate):
                     p.copy_(c)
-                if holdout is not None:
-                    holdout_after = problem.loss(params, holdout)
-                    event["holdout_rel_loss_change"] = float(relative_drift(holdout_before, holdout_after))
             apply_state_policy(self.optimizer_state, optimizer, symmetry, proposal.xi, w, proposal.ctx, params)
         if params[0].device.type == "cuda":
             torch.cuda.synchronize(params[0].device)
