@@ -4,6 +4,9 @@
 
 docs/img/rosenbrock.png: `teleport-train experiment=paper_rosenbrock dtype=float64` (seed 0) with and without
 teleport: the descent paths on the loss contours with each teleport as an arrow, and the loss against step.
+docs/img/report_rosenbrock.png: the report of the sweep
+`teleport-train -m experiment=paper_rosenbrock 'seed=range(5)' teleport=gradient_ascent,none` (its
+report_loss_vs_step.png), with the sweep's report.md printed for the README's table.
 docs/img/scaling.png comes from the benchmark: `python scripts/bench.py --workloads --out docs/img/bench.json`.
 """
 from __future__ import annotations
@@ -71,6 +74,20 @@ def rosenbrock_figure(out: Path) -> dict:
             for name, (summary, _, _) in runs.items()}
 
 
+def report_figure(out: Path) -> None:
+    """A real 10-job sweep through the CLI; its report's loss-vs-step figure, and report.md printed."""
+    import shutil
+    import subprocess
+    import sys
+
+    sweep = Path(tempfile.mkdtemp(prefix="teleport_docs_")) / "sweep"
+    subprocess.run([sys.executable, "-m", "teleport_runner", "-m", "experiment=paper_rosenbrock", "seed=range(5)",
+                    "teleport=gradient_ascent,none", "logger=jsonl", f"hydra.sweep.dir={sweep}"], check=True,
+                   capture_output=True)
+    shutil.copy(sweep / "report_loss_vs_step.png", out)
+    print((sweep / "report.md").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "img"),
@@ -79,6 +96,7 @@ def main() -> None:
     torch.set_num_threads(1)
     numbers = rosenbrock_figure(Path(args.out) / "rosenbrock.png")
     print(json.dumps(numbers, indent=2))
+    report_figure(Path(args.out) / "report_rosenbrock.png")
 
 
 if __name__ == "__main__":

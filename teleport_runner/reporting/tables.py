@@ -98,7 +98,7 @@ def result_row(stats: dict, ts: list[str], val_keys: list[str], style: str, best
     row["time s"] = fmt(m["time_total_s"], style)
     row["teleports acc/rej"] = f"{stats['accepted']}/{stats['rejected']}" if stats["accepted"] + stats["rejected"] \
         else MISSING
-    row["||grad L||^2 gain"] = fmt(m["grad_norm_sq_gain"], style, ratio=True)
+    row["‖∇L‖² gain"] = fmt(m["grad_norm_sq_gain"], style, ratio=True)
     row["s per teleport"] = fmt(m["teleport_s"], style)
     row["descent steps per teleport"] = fmt(m["teleport_steps"], style)
     return row
