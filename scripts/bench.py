@@ -49,6 +49,9 @@ from teleport_runner import CONFIG_DIR
 from teleport_runner.runner import build
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+#: torch's CPU threads for every timing here (recorded in the JSON): on a shared 2-core machine the default two
+#: threads spin against other processes and make timings 10-80x noisier; the runner's threads=auto picks one too.
+THREADS = 1
 WORKLOADS = {  # name: overrides
     "mnist_784-512-512-10_b20": ["problem=mnist", "problem.hidden=[512,512]", "problem.batch_size=20"],
     "mnist_784-16-10-10_b20": ["problem=mnist", "problem.hidden=[16,10]", "problem.batch_size=20",
@@ -353,10 +356,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=5,
                         help="timed repeats per ratio (the median is reported)")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the width/depth scaling sweep")
+    parser.add_argument("--skip-wait", action="store_true",
+                        help="leave out the sections of scripts/bench_wait.py (startup, sweep, threads)")
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS),
                         help=f"a subset of the workloads (default: all; none: only the scaling sweep; "
                              f"epoch_vs_dataloader needs {EPOCH_WORKLOAD})")
     args = parser.parse_args()
+    torch.set_num_threads(THREADS)
     out_dir = Path(args.out).resolve().parent  # checked now, not after minutes of timing
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,6 +430,12 @@ def main() -> None:
                                                  "loader_epoch_s": per_sample_s, "loader": per_sample_kind}
     if not args.skip_scaling:
         result["scaling"] = scaling(Path(args.out).with_name("scaling.png"))
+    if not args.skip_wait:  # the time users wait: start-up, a 20-job sweep, threads (scripts/bench_wait.py)
+        import bench_wait
+
+        for section in ("startup", "sweep", "threads"):
+            result[section] = getattr(bench_wait, section)()
+        torch.set_num_threads(THREADS)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
     table = Table(title=f"teleport_runner benchmark on {DEVICE} ({data_note})")
@@ -436,7 +448,7 @@ def main() -> None:
 
     def spread(metric: str, name: str) -> str:
         low_high = result["spread"][metric].get(name)
-        return f"{low_high[0]:.2f}-{low_high[1]:.2f}" if low_high else ""
+        return f"[{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""  # [min, max]: a minus sign stays one
 
     for name, ratio in result["descent_vs_plain"].items():
         times = result["step_time_s"][name]
@@ -455,6 +467,15 @@ def main() -> None:
     for name, ratio in result["ascent_step_cost"].items():
         table.add_row("ascent_step_cost", Text(name), f"{ratio:.2f}" if isinstance(ratio, float) else Text(ratio),
                       spread("ascent_step_cost", name), "<= 3")
+    if "startup" in result:
+        table.add_row("help_vs_torch_import", "teleport-train --help", f"{result['startup']['help_vs_torch_import']:.2f}",
+                      "", "<= 0.3")
+        table.add_row("sweep wall_vs_work", "20 x paper_rosenbrock", f"{result['sweep']['wall_vs_work']:.2f}", "",
+                      "<= 1.5", f"{result['sweep']['wall_s']:.1f} s for {result['sweep']['in_loop_s']:.1f} s in loop")
+        for name, row in result["threads"].items():
+            table.add_row("threads auto_vs_best", name, f"{row['auto_vs_best']:.2f}", "", "<= 1.05",
+                          f"auto = {row['auto']}; 1 thread {row['step_s']['1'] * 1e3:.3f} ms, 2 threads "
+                          f"{row['step_s']['2'] * 1e3:.3f} ms per step")
     if "scaling" in result:
         for key, value in result["scaling"]["fitted_exponents"].items():
             table.add_row("scaling exponent", key, f"{value:.2f}", "", "")

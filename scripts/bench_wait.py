@@ -64,6 +64,19 @@ def sweep(jobs: int = 20) -> dict:
             "note": "default settings: plots=auto (no per-job figures in a sweep), the sweep report with figures"}
 
 
+def _data_root() -> str:
+    """The MNIST files where they are; small synthetic ones otherwise (timings need shapes, not content)."""
+    from teleport_runner.problems import data as idx
+
+    try:
+        idx.locate("mnist", idx.default_root())
+        return idx.default_root()
+    except Exception:
+        root = tempfile.mkdtemp(prefix="teleport_wait_")
+        idx.write_synthetic(root, "mnist", n_train=2400, n_test=100)
+        return root
+
+
 def threads(steps: int = 200, repeats: int = 3) -> dict:
     import torch
 
@@ -75,9 +88,10 @@ def threads(steps: int = 200, repeats: int = 3) -> dict:
     from teleport_runner.runner import _instantiate, build
     from teleport_runner.threads import choose_threads
 
-    out = {}
+    out, root = {}, _data_root()
     for name, overrides in THREAD_WORKLOADS.items():
-        cfg = compose_cfg(*overrides, "teleport=none", "device=cpu")
+        cfg = compose_cfg(*overrides, "teleport=none", "device=cpu", f"problem.data.root={root}"
+                          if "mnist" in name else "seed=0")
         problem, symmetry, teleporter, _, params, optimizer = build(cfg, torch.device("cpu"), torch.float32)
         auto, reason = choose_threads("auto", _instantiate(cfg.problem, "problem"))
 

@@ -360,7 +360,7 @@ def test_bench_script_writes_ratios(tmp_path):
     what it measured (the numbers themselves are machine-dependent; the README records them)."""
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "scripts/bench.py", "--out", str(out), "--workloads", "rosenbrock",
-                           "--skip-scaling", "--steps", "30", "--repeats", "1"], cwd=ROOT, capture_output=True,
+                           "--skip-scaling", "--skip-wait", "--steps", "30", "--repeats", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -371,7 +371,8 @@ def test_bench_script_writes_ratios(tmp_path):
     assert result["ascent_settings"] == {"rosenbrock": {"preset": "paper_rosenbrock", "lr": 0.1,
                                                         "max_group_norm": None}}
     ratios = [result["descent_vs_plain"]["rosenbrock"], result["ascent_step_cost"]["rosenbrock/level_set"]]
-    assert all(math.isfinite(r) and r > 0 for r in ratios)
+    assert all(math.isfinite(r) for r in ratios) and ratios[0] > 0  # a marginal ascent cost can dip below 0 in noise
+    assert result["threads"] == 1  # set explicitly: the default threads make timings on a shared box noisy
     # next to each median, the smallest and largest per-repeat ratio (one repeat here: both equal the median)
     spreads = [result["spread"]["descent_vs_plain"]["rosenbrock"],
                result["spread"]["ascent_step_cost"]["rosenbrock/level_set"]]
@@ -405,7 +406,7 @@ def test_bench_scaling_sweep_fits_exponents_and_draws_them(tmp_path):
     On the CPU times grow with size, so every exponent is positive (the values themselves are machine-dependent;
     the README has them)."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "scripts/bench.py", "--out", str(out), "--workloads"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "scripts/bench.py", "--out", str(out), "--workloads", "--skip-wait"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
