@@ -17,8 +17,9 @@ Prints a table and writes JSON with:
                        so per-teleport setup is excluded and later, costlier steps are included), with the
                        teleport lr and max_group_norm of the workload's preset (ASCENT_PRESETS).
                                                                               target <= 3
-  scaling              teleport (10 ascent steps) and descent time against width d and depth (paper fig. 6),
-                       with fitted exponents; plot in scaling.png next to --out.
+  scaling              teleport (10 ascent steps) and descent time against width d and depth, with fitted
+                       exponents; plot in scaling.png next to --out. Its ``figure6``: the paper's figure 6, total
+                       time of 300 epochs with and without a teleport every 10 epochs (figure6.png).
 All timings: medians over repeats after warm-up; CUDA events on a GPU (the script runs unchanged there). Next to
 each median ratio the JSON (``spread``) and the table give the smallest and largest per-repeat ratio: on a shared
 machine a ratio moves with the machine's speed, and the spread shows by how much.
@@ -340,7 +341,37 @@ def scaling(out_png: Path) -> dict:
     fig.suptitle(f"teleport and descent time ({DEVICE.type})")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    return {"rows": rows, "fitted_exponents": fits}
+    return {"rows": rows, "fitted_exponents": fits, "figure6": figure6(rows, out_png.with_name("figure6.png"))}
+
+
+#: The paper's figure 6: 300 epochs (one full-batch step each: the data is d x d), a 10-step teleport every 10.
+FIG6_EPOCHS, FIG6_EVERY = 300, 10
+
+
+def figure6(rows: list[dict], out_png: Path) -> dict:
+    """Total training time with and without teleport against width and depth, from the measured step and teleport
+    times (300 descent steps + 30 teleports of 10 ascent steps), drawn as the paper's figure 6."""
+    import matplotlib.pyplot as plt
+
+    table = [{"d": r["d"], "layers": r["layers"], "without_s": FIG6_EPOCHS * r["descent_step_s"],
+              "with_s": FIG6_EPOCHS * r["descent_step_s"] + FIG6_EPOCHS // FIG6_EVERY * r["teleport_s"]}
+             for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, data, key, label in ((axes[0], table[:5], "d", "width d (3 layers)"),
+                                 (axes[1], table[5:], "layers", "layers (d = 128)")):
+        xs = [r[key] for r in data]
+        ax.plot(xs, [r["with_s"] for r in data], "o-", label="with teleport (every 10 epochs)")
+        ax.plot(xs, [r["without_s"] for r in data], "s-", label="without teleport")
+        ax.set(xlabel=label, ylabel=f"time of {FIG6_EPOCHS} epochs (s)", xscale="log", yscale="log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        ax.legend()
+    fig.suptitle(f"total training time, the paper's figure 6 ({DEVICE.type})")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return {"epochs": FIG6_EPOCHS, "teleport_every": FIG6_EVERY, "rows": table,
+            "overhead": [r["with_s"] / r["without_s"] for r in table]}
 
 
 def positive_int(text: str) -> int:

@@ -419,3 +419,6 @@ def test_bench_scaling_sweep_fits_exponents_and_draws_them(tmp_path):
     if result["device"] == "cpu":  # compute-bound here; on a GPU the small sizes are launch-bound (flat)
         assert all(0 < value < 4 for value in fits.values())
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
+    fig6 = scaling["figure6"]  # the paper's figure 6: 300 epochs, a teleport every 10, with and without
+    assert len(fig6["rows"]) == 12 and all(r["with_s"] > r["without_s"] > 0 for r in fig6["rows"])
+    assert (tmp_path / "figure6.png").stat().st_size > 10_000
