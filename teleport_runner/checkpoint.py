@@ -24,7 +24,8 @@ from .errors import ConfigError, RecordWriteError, describe_os_error
 
 FORMAT_VERSION = 1
 #: Config keys whose values decide a run's numbers; a checkpoint only resumes a run with the same ones.
-FINGERPRINT_KEYS = ("problem", "symmetry", "teleport", "optimizer", "schedule", "seed", "dtype", "log_every")
+FINGERPRINT_KEYS = ("problem", "symmetry", "teleport", "optimizer", "schedule", "seed", "dtype", "log_every",
+                    "loss_thresholds")
 
 
 def fingerprint(config: dict) -> dict:
@@ -85,40 +86,68 @@ class Checkpointer:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ConfigError(f"The checkpoint {self.path} cannot be read ({type(exc).__name__}: {exc}). "
-                              "Delete it to start the run again, or point checkpoint.path at another "
-                              "file.") from None
+            raise ConfigError(f"The checkpoint {self.path} cannot be read ({type(exc).__name__}: "
+                              f"{_first_line(exc)}). Delete it to start the run again, or point checkpoint.path "
+                              "at another file.") from None
+        if not isinstance(state, dict):
+            raise ConfigError(f"The checkpoint {self.path} is not a teleport_runner checkpoint (it holds a "
+                              f"{type(state).__name__}, not a dict). Delete it, or point checkpoint.path elsewhere.")
         self._check(state, total_steps)
-        with torch.no_grad():
-            for p, saved in zip(self.params, state["params"]):
-                p.copy_(saved)
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng_state"])
-        if "cuda_rng_states" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
-        self.generator.set_state(state["generator_state"])
-        self.stats.load_state_dict(state["stats"])
+        try:  # everything is restored, or the run is refused (a crafted or damaged file): never half of it
+            with torch.no_grad():
+                for p, saved in zip(self.params, state["params"]):
+                    p.copy_(saved)
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng_state"])
+            if "cuda_rng_states" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+            self.generator.set_state(state["generator_state"])
+            self.stats.load_state_dict(dict(state["stats"]))
+        except Exception as exc:
+            raise ConfigError(f"The checkpoint {self.path} is damaged or was not written by this run "
+                              f"({type(exc).__name__}: {_first_line(exc)}). Delete it to start the run again.") from None
         return int(state["step"])
 
     def _check(self, state: dict, total_steps: int | None) -> None:
+        missing = sorted({"step", "params", "optimizer", "torch_rng_state", "generator_state", "stats",
+                          "fingerprint"} - set(state))
+        if missing:
+            raise ConfigError(f"The checkpoint {self.path} lacks {', '.join(missing)}: it is damaged or not a "
+                              "teleport_runner checkpoint. Delete it to start the run again.")
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ConfigError(f"The checkpoint {self.path} has step {step!r}; a checkpoint's step is an integer >= 0. "
+                              "Delete it to start the run again.")
         if state.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"The checkpoint {self.path} has format version {state.get('format_version')!r}; "
                               f"this version of teleport_runner reads version {FORMAT_VERSION}.")
-        saved = flatten(json.loads(state["fingerprint"]))
-        now = flatten(json.loads(json.dumps(self.fingerprint, sort_keys=True)))
+        try:
+            recorded = json.loads(state["fingerprint"])
+            saved = flatten(recorded)
+        except (TypeError, ValueError, AttributeError):
+            raise ConfigError(f"The checkpoint {self.path} has an unreadable settings fingerprint: it is damaged or "
+                              "not a teleport_runner checkpoint. Delete it to start the run again.") from None
+        # Keys a checkpoint of an older version did not record are not compared (loss_thresholds came later).
+        now = {k: v for k, v in flatten(json.loads(json.dumps(self.fingerprint, sort_keys=True))).items()
+               if k.split(".")[0] in recorded}
         diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
                 for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if diff:
             raise ConfigError(f"The checkpoint {self.path} was written by a run with other settings ("
                               + "; ".join(diff) + "). Resume with the same settings as the interrupted run "
-                              "(only steps, logger, plots and checkpoint may change), or start a new run.")
-        shapes = [tuple(p.shape) for p in state["params"]]
+                              "(only steps, epochs, logger, plots and checkpoint may change), or start a new run.")
+        shapes = [tuple(getattr(p, "shape", ())) for p in state["params"]]
         if shapes != [tuple(p.shape) for p in self.params]:
             raise ConfigError(f"The checkpoint {self.path} holds parameters of shapes {shapes}, but the problem "
                               f"builds {[tuple(p.shape) for p in self.params]}.")
         if total_steps is not None and state["step"] > total_steps:
             raise ConfigError(f"The checkpoint {self.path} is at step {state['step']}, past steps={total_steps}. "
                               f"Resume with steps >= {state['step']}.")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def checkpoint_every(value) -> int | None:

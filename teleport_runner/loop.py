@@ -266,4 +266,6 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
         status = "diverged"
         message = (f"Training diverged: the loss became {final_loss} at the final iterate (after step "
                    f"{total_steps - 1}).")
+    elif status == "completed" and not mini_batch:  # the final iterate w_T counts for the thresholds too
+        stats.add_loss(total_steps, final_loss)
     return {"status": status, "message": message, "final_loss": final_loss, "steps_done": step}

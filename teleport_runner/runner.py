@@ -19,6 +19,7 @@ from .config_types import check_types
 from .checkpoint import Checkpointer, checkpoint_every, should_resume
 from .errors import ConfigError, RecordWriteError, UserError, one_of
 from .logging import JsonlSink, Sinks
+from .logging.jsonl import check_run_files
 from .logging.textlog import copy_output
 from .loop import RunStats, train
 from .objective import check_metric
@@ -111,9 +112,13 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
     params = problem.init_params()
     try:
         optimizer = _instantiate(cfg.optimizer, "optimizer")(params)
-    except (ValueError, TypeError) as exc:  # torch.optim checks its hyperparameters: "Invalid learning rate: -1"
+    except UserError:
+        raise
+    except Exception as exc:  # torch.optim checks its hyperparameters: "Invalid learning rate: -1"; betas=[0.9]
+        settings = {k: v for k, v in OmegaConf.to_container(cfg.optimizer).items() if not k.startswith("_")}
         raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_} "
-                          f"({OmegaConf.to_container(cfg.optimizer)}): {exc}.") from None
+                          f"(optimizer.{', optimizer.'.join(settings)} = {settings}): "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from None
     if uses_group:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
     return problem, symmetry, teleporter, schedule, params, optimizer
@@ -197,6 +202,7 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             resume = should_resume(cfg.get("resume", False), checkpointer.path)
             if resume:
                 start_step = checkpointer.load(steps)  # refuses another run's settings; restores in place
+                check_run_files(run_dir)  # a damaged row is refused now, before the record changes
             else:
                 record.refuse_if_taken()
                 start_step = 0

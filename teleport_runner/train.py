@@ -25,6 +25,9 @@ from . import CONFIG_DIR, version
 EXIT_CODES = {"completed": 0, "failed": 1, "refused": 2, "diverged": 3}
 #: Statuses of the jobs of a sweep that ran in this process (the basic launcher); see ``reporting.sweep``.
 JOB_STATUSES: list[str] = []
+#: The command's stop request: SIGINT/SIGTERM handlers feed it from the start of ``main`` (so a signal during
+#: imports or Hydra's composition is honoured too), every job and the sweep report read it.
+STOP = None
 
 
 def _short_warning(message, category, filename, lineno, line=None) -> str:
@@ -56,21 +59,23 @@ def _task(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .signals import exit_code_for_signal, handle_signals
+    from .signals import StopRequest, exit_code_for_signal, handle_signals
 
     warnings.formatwarning = _short_warning
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun, started = hydra_cfg.mode == RunMode.MULTIRUN, time.time()
-    with handle_signals() as stop:
+    JOB_STATUSES.append("started")  # replaced by the job's outcome below
+    with handle_signals(STOP or StopRequest()) as stop:
         summary, outcome = _run_job(cfg, run_dir, stop, _hydra_files(hydra_cfg), multirun, started)
+    JOB_STATUSES[-1] = outcome
+    # A signal at any point of the job (start-up, training, figures) stops the command: 128 + the signal.
     if not multirun:
-        code = exit_code_for_signal(stop.signum) if outcome == "interrupted" else EXIT_CODES.get(outcome, 1)
+        code = exit_code_for_signal(stop.signum) if stop.requested else EXIT_CODES.get(outcome, 1)
         if code:
             sys.exit(code)
         return None
-    JOB_STATUSES.append(outcome)
-    if outcome == "interrupted":  # Ctrl-C / SIGTERM stops the whole sweep
+    if stop.requested:  # Ctrl-C / SIGTERM stops the whole sweep
         print(f"Sweep stopped: job {hydra_cfg.job.num} was interrupted ({run_dir}).", file=sys.stderr)
         sys.exit(exit_code_for_signal(stop.signum))
     from .objective import objective
@@ -84,6 +89,7 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
     from .errors import RecordWriteError, UserError
     from .objective import check_metric
     from .runner import loss_thresholds, run
+    from .signals import Interrupted
 
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
@@ -92,6 +98,9 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
         if summary.get("status") != "completed" and summary.get("message"):
             print(summary["message"], file=sys.stderr)
         return summary, summary.get("status", "failed")
+    except (Interrupted, KeyboardInterrupt) as exc:  # before the run started: nothing was written
+        print(f"Interrupted before the run started ({exc or 'SIGINT'}); nothing was written.", file=sys.stderr)
+        return {"status": "interrupted"}, "interrupted"
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         if full_error:
@@ -107,8 +116,11 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
             raise
         if multirun:
             traceback.print_exc()
-        print(f"Error: the run failed ({type(exc).__name__}: {exc}). Its summary.json says so; set "
-              "HYDRA_FULL_ERROR=1 to see the traceback.", file=sys.stderr)
+        path = run_dir / "summary.json"
+        written = path.exists() and path.stat().st_mtime >= started
+        print(f"Error: the run failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
+              + (" Its summary.json says so;" if written else "") + " Set HYDRA_FULL_ERROR=1 to see the traceback.",
+              file=sys.stderr)
         outcome, error = "failed", exc
     summary = {"status": "failed"}
     if multirun:
@@ -188,13 +200,26 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(2)
     del JOB_STATUSES[:]
-    try:
-        hydra_main()
-    except ValueError as exc:  # Hydra's own command-line checks (a job's errors are reported inside hydra_main)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    global STOP
+    from .signals import StopRequest, exit_code_for_signal, handle_signals
+
+    with handle_signals(StopRequest()) as STOP:
+        try:
+            hydra_main()
+        except ValueError as exc:  # Hydra's own command-line checks (a job's errors are reported inside hydra_main)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {exc}. See teleport-train --help.", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:  # a second Ctrl-C outside a job's loop
+            print("Interrupted.", file=sys.stderr)
+            sys.exit(exit_code_for_signal(STOP.signum))
+        except SystemExit as exc:  # Hydra reports a bad override or config (unknown key or option) with exit 1
+            if exc.code == 1 and not JOB_STATUSES:  # no job started: a refused command, as documented
+                sys.exit(2)
             raise
-        print(f"Error: {exc}. See teleport-train --help.", file=sys.stderr)
-        sys.exit(2)
+    if STOP.requested:  # a signal after the last job (e.g. during the sweep report)
+        sys.exit(exit_code_for_signal(STOP.signum))
     from .reporting.sweep import sweep_failures
 
     failures = sweep_failures(JOB_STATUSES)

@@ -62,6 +62,14 @@ def read_jsonl(path: Path, warn: bool = True) -> list[dict]:
     return rows
 
 
+def check_run_files(run_dir: Path) -> None:
+    """Read every JSONL run file of ``run_dir``: a damaged row raises ``DataError`` (a torn last line is fine)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the torn last line is reported once, when the resume cuts it
+        for name in FILES.values():
+            read_jsonl(Path(run_dir) / name)
+
+
 #: Rows a resumed run keeps, by file: a validation row is logged at the epoch's end step, before the checkpoint
 #: of that step is taken, so it belongs to the state a checkpoint at that step holds.
 KEEP_AT_RESUME_STEP = {"val.jsonl"}

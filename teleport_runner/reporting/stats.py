@@ -91,6 +91,11 @@ def steps_to(summary: dict, threshold: str) -> tuple[float, bool]:
     return float(value), True
 
 
+def tracks(summary: dict, threshold: str) -> bool:
+    """Whether the run measured the steps to ``threshold`` (its loss_thresholds held it)."""
+    return any(number(k) == number(threshold) for k in (summary.get("steps_to_loss") or {}))
+
+
 def descent_step_s(summary: dict) -> float:
     steps = number(summary.get("steps_done", summary.get("steps")))
     descent = number(summary.get("time_descent_s"))

@@ -59,10 +59,19 @@ class SweepReport(Callback):
         SWEEP_STATUSES.update(_statuses(sweep_dir, self.started - 1.0))
         if not self.enabled:
             return
-        try:
+        from contextlib import nullcontext
+
+        from .. import train
+        from ..signals import OptionalWorkInterrupted
+
+        try:  # optional work: a Ctrl-C stops it at once, in one line (the command then exits 130)
             from .build import build_report
 
-            build_report([sweep_dir], sweep_dir, figures=self.figures)
+            with train.STOP.during("optional") if train.STOP is not None else nullcontext():
+                build_report([sweep_dir], sweep_dir, figures=self.figures)
+        except OptionalWorkInterrupted as exc:
+            print(f"Warning: the sweep report was interrupted ({exc}); the jobs' files are complete. Run "
+                  f"`teleport-report {sweep_dir}` to make it.", file=sys.stderr)
         except Exception as exc:  # the jobs' own files are what matters; never fail a finished sweep here
             print(f"Warning: no report for the sweep ({type(exc).__name__}: {exc}). Run `teleport-report "
                   f"{sweep_dir}` to retry.", file=sys.stderr)

@@ -9,7 +9,7 @@ import math
 
 from .runs import Group, duplicate_seeds
 from .stats import (MISSING, REJECTED_WARN, describe, describe_ratios, fmt, grad_gain, number, rejected_share,
-                    steps_to, teleport_costs)
+                    steps_to, teleport_costs, tracks)
 
 
 def thresholds(runs) -> list[str]:
@@ -36,10 +36,10 @@ def group_stats(group: Group, ts: list[str], val_keys: list[str]) -> dict:
                "teleport_s": describe(c["teleport_s"] for c in costs),
                "teleport_steps": describe(c["teleport_steps"] for c in costs),
                "grad_norm_sq_gain": describe_ratios(grad_gain(r.teleports) for r in ok)}
-    for t in ts:
-        reached = [steps_to(r.summary, t) for r in ok]
+    for t in ts:  # only the runs that tracked the threshold: a run without it did not "not reach" it
+        reached = [steps_to(r.summary, t) for r in ok if tracks(r.summary, t)]
         metrics[f"steps_to_loss/{t}"] = dict(describe(s for s, hit in reached if hit),
-                                             reached=sum(hit for _, hit in reached))
+                                             reached=sum(hit for _, hit in reached), tracked=len(reached))
     for k in val_keys:
         metrics[f"final_metrics/{k}"] = describe((r.summary.get("final_metrics") or {}).get(k) for r in ok)
     return {
@@ -70,6 +70,8 @@ def paired_stats(group: Group, base: Group, ts: list[str]) -> dict | None:
     for t in ts:
         ratios, bound, any_hit = [], "", False
         for s in seeds:
+            if not (tracks(theirs[s].summary, t) and tracks(mine[s].summary, t)):
+                continue
             (b, b_hit), (g, g_hit) = steps_to(theirs[s].summary, t), steps_to(mine[s].summary, t)
             ratios.append(b / max(g, 1.0))
             any_hit |= b_hit or g_hit
@@ -91,8 +93,8 @@ def result_row(stats: dict, ts: list[str], val_keys: list[str], style: str, best
     row = {"group": ("★ " if best else "") + stats["label"], "runs": runs, "final loss": fmt(m["final_loss"], style)}
     for t in ts:
         d = m[f"steps_to_loss/{t}"]
-        row[f"steps to {t}"] = (f"{fmt(d, style)} ({d['reached']}/{stats['n_completed']})" if stats["n_completed"]
-                                else MISSING)
+        row[f"steps to {t}"] = (f"{fmt(d, style)} ({d['reached']}/{d['tracked']})" if d["tracked"]
+                                else "not measured" if stats["n_completed"] else MISSING)
     for k in val_keys:
         row[k] = fmt(m[f"final_metrics/{k}"], style)
     row["time s"] = fmt(m["time_total_s"], style)
