@@ -116,6 +116,7 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
                           f"({OmegaConf.to_container(cfg.optimizer)}): {exc}.") from None
     if uses_group:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
+        teleporter.objective.check(symmetry)
     return problem, symmetry, teleporter, schedule, params, optimizer
 
 

@@ -100,6 +100,12 @@ class Symmetry(ABC):
         """The point reached from ``xi`` by ``step`` (lr times an ``ascent_direction``). Default: xi + step."""
         return [x + s for x, s in zip(xi, step)]
 
+    def orbit_curve(self, xi: Coords, M: Coords, t: Tensor, ctx: Any) -> Coords:
+        """Coordinates of exp(t M)·g(xi) for a Lie-algebra direction M (shaped like ``xi``): the orbit curve
+        through g·w that the curvature objective differentiates in t. Default: xi + t M (exponential coordinates
+        of an abelian group: an angle, log-scales); the GL symmetries multiply by the matrix exponential."""
+        return [x + t * m for x, m in zip(xi, M)]
+
     #: How ``teleport.max_group_norm`` bounds the ascent: "point" (the coordinates' norm, ||xi|| <= bound) or
     #: "path" (the summed norms of the ascent's steps <= bound: multiplicative steps, see ``layer_pairs.py``).
     bound: str = "point"
