@@ -148,3 +148,20 @@ def test_curvature_refuses_the_batch_subgroup():
     with pytest.raises(ConfigError, match="subgroup=full"):
         GradientAscent(objective="curvature", direction="max").objective.check(GLData(subgroup="batch"))
     assert math.isfinite(teleport_event("gl_data", "curvature", "min", seed=3)["objective_after"])
+
+
+def test_first_order_inverse_is_refused_unless_the_guard_is_opened(run_config, tmp_path):
+    """The official 2022 action W (I - T) leaves the level set: refused before training, or run and logged."""
+    from teleport_runner.runner import build
+    from conftest import compose_cfg, read_jsonl
+
+    with pytest.raises(ConfigError, match="teleport.max_rel_drift=inf"):
+        build(compose_cfg("experiment=paper_regression", "symmetry.inverse=first_order"), torch.device("cpu"),
+              torch.float32)
+    summary, run_dir = run_config("experiment=paper_regression", "symmetry.inverse=first_order",
+                                  "teleport.max_rel_drift=inf", "seed=0", "steps=20")
+    (event,) = read_jsonl(run_dir / "teleports.jsonl")
+    assert event["exact_action"] is False and event["accepted"] and event["rel_loss_drift"] > 0.3
+    exact, run_dir = run_config("experiment=paper_regression", "seed=0", "steps=20")
+    (event,) = read_jsonl(run_dir / "teleports.jsonl")
+    assert "exact_action" not in event and event["rel_loss_drift"] < 1e-5

@@ -197,6 +197,8 @@ class TeleportSolver:
             **self.objective.describe(), "objective_before": float(gn_before), "objective_after": float(gn_after),
             "accepted": accepted, **proposal.info,
         }
+        if not symmetry.exact:
+            event["exact_action"] = False
         if holdout is not None and (accepted or symmetry.measures_holdout):
             with torch.no_grad():
                 change = float(relative_drift(holdout_before, problem.loss(candidate, holdout)))
