@@ -8,8 +8,8 @@ from conftest import read_jsonl
 
 from teleport_runner.problems import data as idx
 
-SHORT = ["problem.n_train=600", "problem.n_val=200", "epochs=2", "schedule.epochs=[1]", "log_every=10", "teleport.steps=4",
-         "teleport.n_directions=2"]
+BASE = ["problem.n_train=600", "problem.n_val=200", "epochs=2", "schedule.epochs=[1]", "log_every=10"]
+SHORT = [*BASE, "teleport.steps=4", "teleport.n_directions=2"]
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,21 @@ def test_followup_controls_compose_on_the_same_seed(run_config, synthetic_root):
     rand, run_dir = run_config(*common, "teleport=random_search", "teleport.samples=1")
     assert none["n_teleports"] == 0 and rand["n_teleports"] == 10
     assert all(e["accepted"] for e in read_jsonl(run_dir / "teleports.jsonl"))
+
+
+@pytest.mark.parametrize("preset,optimizer", [
+    ("followup_adagrad", "Adagrad"), ("followup_momentum", "SGD"), ("followup_rmsprop", "RMSprop"),
+    ("followup_adam", "Adam"), ("paper_mnist_adagrad", "Adagrad"),
+])
+def test_optimizer_protocol_presets_run_beside_their_controls(run_config, synthetic_root, preset, optimizer):
+    common = [f"experiment={preset}", f"problem.data.root={synthetic_root}", *BASE]
+    summary, run_dir = run_config(*common)
+    assert summary["status"] == "completed" and summary["n_teleports"] >= 4
+    assert all(e["objective"] == "grad_norm" for e in read_jsonl(run_dir / "teleports.jsonl"))
+    reset, _ = run_config(*common, "teleport=reset_only")
+    assert reset["status"] == "completed" and reset["n_teleports"] == summary["n_teleports"]
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(f"experiment={preset}")
+    assert cfg.optimizer._target_ == f"torch.optim.{optimizer}"
+    assert cfg.teleport.optimizer_state == ("keep" if preset.startswith("paper") else "reset")
