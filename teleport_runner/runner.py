@@ -121,6 +121,7 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from None
     if uses_group:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
+        teleporter.objective.check(symmetry)
     return problem, symmetry, teleporter, schedule, params, optimizer
 
 

@@ -43,6 +43,9 @@ class Symmetry(ABC):
     #: True for a data-free action whose exactness the guard also checks on held-out data (sites found in a user's
     #: module): a teleport that changes the held-out loss more than the drift tolerance is rolled back.
     measures_holdout: bool = False
+    #: False for an action that is not a symmetry at all (``gl_data`` with ``inverse: first_order``, the official
+    #: code's): a run must open the guard for it, and each teleport event says ``exact_action: false``.
+    exact: bool = True
 
     def for_problem(self, problem: Problem) -> "Symmetry":
         """The symmetry that acts on ``problem`` (itself, unless a family has a form for it: ``rescale`` on a
@@ -99,6 +102,12 @@ class Symmetry(ABC):
     def retract(self, xi: Coords, step: Coords, ctx: Any) -> Coords:
         """The point reached from ``xi`` by ``step`` (lr times an ``ascent_direction``). Default: xi + step."""
         return [x + s for x, s in zip(xi, step)]
+
+    def orbit_curve(self, xi: Coords, M: Coords, t: Tensor, ctx: Any) -> Coords:
+        """Coordinates of exp(t M)·g(xi) for a Lie-algebra direction M (shaped like ``xi``): the orbit curve
+        through g·w that the curvature objective differentiates in t. Default: xi + t M (exponential coordinates
+        of an abelian group: an angle, log-scales); the GL symmetries multiply by the matrix exponential."""
+        return [x + t * m for x, m in zip(xi, M)]
 
     #: How ``teleport.max_group_norm`` bounds the ascent: "point" (the coordinates' norm, ||xi|| <= bound) or
     #: "path" (the summed norms of the ascent's steps <= bound: multiplicative steps, see ``layer_pairs.py``).

@@ -55,6 +55,9 @@ class BatchContext:
     #: (T, its version, (I + T)^-1) of the current iterate, and the orthonormal basis of the step being taken
     inverses: dict = field(default_factory=dict)
     step_bases: dict = field(default_factory=dict)
+    #: False when the teleport objective is differentiated by autograd through ``act`` (anything but ||grad L||^2
+    #: maximized): the ``exp`` ascent then keeps dense coordinates (no ``FactoredElement``)
+    factored: bool = True
 
 
 def use_gram(batch: int, n_in: int, n_out: int) -> bool:

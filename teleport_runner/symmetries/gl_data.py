@@ -9,16 +9,20 @@ passes back through its rewritten weights (``weight_vjp``), and no weight matrix
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import SymmetryMismatch, one_of
+from ..errors import ConfigError, SymmetryMismatch, one_of
 from .base import Symmetry
 from .batch_objective import ClosedFormObjective
 from .gl_elements import span_basis
 from .layer_pairs import SUBGROUPS, GLPairSymmetry, inverse_activation
+
+
+INVERSES = ("exact", "first_order")
 
 
 def _split(params, problem, m):
@@ -97,6 +101,11 @@ class GLData(_BatchPairAction):
     ``BatchSubgroupElement``): all of g's effect on the batch's activations, none of the d x d work (an ascent
     step costs O(d^2 batch) instead of O(d^3)); the part of GL(d) it leaves out only acts through W_{m+1} g^-1
     off the batch's span.
+    ``inverse: first_order`` is the official 2022 code's action, W_{m+1} (I - T) in place of W_{m+1} (I + T)^-1
+    (with ``form: paper`` and ``parametrization: linear``, its eq. 8 as run). It is NOT on the level set (the loss
+    moves by O(||T||^2); 39-98% inside an official regression teleport), so a run must open the guard explicitly
+    (``teleport.max_rel_drift=inf``) and every event says ``exact_action: false``. The ascent objective is then the
+    generic autograd one (the closed form assumes an exact action).
     """
 
     name = "gl_data"
@@ -105,11 +114,26 @@ class GLData(_BatchPairAction):
                "(-1, 1), where g sigma(z) may leave it). Use symmetry=gl_hidden (any activation) or, for relu, "
                "symmetry=rescale.")
 
-    def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal", subgroup: str = "full"):
+    def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal", subgroup: str = "full",
+                 inverse: str = "exact"):
         super().__init__(pairs, parametrization, subgroup)
         if form not in ("minimal", "paper"):
             raise SymmetryMismatch(f"Invalid symmetry.form: {form!r}. Valid values: minimal, paper.")
-        self.form = form
+        if inverse not in INVERSES:
+            raise one_of("symmetry.inverse", inverse, INVERSES)
+        self.form, self.inverse = form, inverse
+        self.exact = inverse == "exact"
+
+    def check_run(self, problem, teleporter, optimizer) -> None:
+        super().check_run(problem, teleporter, optimizer)
+        if not self.exact and getattr(teleporter, "max_rel_drift", None) != math.inf:
+            raise ConfigError(
+                "symmetry.inverse=first_order is the official 2022 code's action W (I - T) for W (I + T)^-1, which "
+                "leaves the level set (the loss moves by O(||T||^2): 39-98% inside an official regression "
+                "teleport), so the teleport guard would roll every such teleport back "
+                f"(teleport.max_rel_drift={getattr(teleporter, 'max_rel_drift', None)!r}). To reproduce the "
+                "published numbers, open the guard explicitly with teleport.max_rel_drift=inf (every drift is still "
+                "measured and logged); otherwise use symmetry.inverse=exact.")
 
     def bind(self, problem) -> None:
         super().bind(problem)
@@ -149,7 +173,7 @@ class GLData(_BatchPairAction):
 
     @property
     def uses_closed_form(self) -> bool:
-        return self.form == "minimal"
+        return self.form == "minimal" and self.exact
 
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
         if not self.uses_closed_form:  # eq. 8 replaces W_m outside the batch's span too: the generic objective
@@ -173,7 +197,8 @@ class GLData(_BatchPairAction):
             out[w0] = w_aug[:, :p.sizes[m]]
             if b0 is not None:
                 out[b0] = w_aug[:, p.sizes[m]]
-            out[w1] = g.right_inv(out[w1])
+            # W g^-1 exactly, or the official first-order W (I - T) = 2 W - W g
+            out[w1] = g.right_inv(out[w1]) if self.exact else 2 * out[w1] - g.right(out[w1])
         return out
 
 

@@ -29,9 +29,12 @@ def right_divide(W: Tensor, g: Tensor) -> Tensor:
     """W g^-1, exactly, by one LU solve (cheaper than forming g^-1, and its backward is one more solve).
 
     Never the first-order stand-in W (I - T) for W (I + T)^-1: that leaves the level set (docs/results.md).
-    ``solve_ex`` does not raise on a singular g: the result is then non-finite or far off the level set, and
-    the teleport guard rejects it, instead of an exception in the middle of a teleport."""
-    return torch.linalg.solve_ex(g, W, left=False)[0]
+    ``lu_factor_ex`` does not raise on a singular g: the result is then non-finite or far off the level set, and
+    the teleport guard rejects it, instead of an exception in the middle of a teleport. An explicit factor-then-
+    solve rather than ``linalg.solve``: same cost, but torch 2.13's ``solve`` drops a second-order term under
+    nested forward AD (pytorch/pytorch#196695), which the curvature objective differentiates through."""
+    lu, pivots, _ = torch.linalg.lu_factor_ex(g)
+    return torch.linalg.lu_solve(lu, pivots, W, left=False)
 
 
 def group_matrices(T: Tensor) -> tuple[Tensor, Tensor]:

@@ -198,7 +198,7 @@ class GLPairSymmetry(LayerPairSymmetry):
 
     def factored_pairs(self, ctx) -> list[int]:
         """The dense pairs whose direction is taken in factored form at this teleport (wide layers, ``exp``)."""
-        if not self.uses_closed_form or self.parametrization != "exp":
+        if not self.uses_closed_form or self.parametrization != "exp" or not ctx.factored:
             return []
         batch = ctx.trace.inputs[0].shape[0]
         return [m for m in self.pairs if self.basis(m, ctx) is None
@@ -232,6 +232,16 @@ class GLPairSymmetry(LayerPairSymmetry):
             X, ctx.step_bases[m] = step_basis(P, Q)
             directions.append(X)
         return objective.detach(), directions
+
+    def orbit_curve(self, xi, M, t, ctx) -> Coords:
+        """Coordinates of exp(t M) g - I for each pair (dense T; the curvature objective's orbit curves)."""
+        out = []
+        for T, X, m in zip(xi, M, self.pairs):
+            if self.basis(m, ctx) is not None or isinstance(T, FactoredElement):
+                raise AssertionError("orbit curves need dense coordinates (Curvature.check, Objective.bind)")
+            out.append(torch.linalg.matrix_exp(t * X) @ group_element(T) - torch.eye(T.shape[0], dtype=T.dtype,
+                                                                                     device=T.device))
+        return out
 
     def _tangent_element(self, T: Tensor, m: int, ctx) -> TangentElement:
         """(I + E V^T) g at the iterate g (no gradient through it) for a zero leaf E: dense pairs with their kept

@@ -21,6 +21,7 @@ from ..errors import ConfigError, one_of
 from ..problems.base import Batch, Problem
 from ..symmetries.base import Coords, Symmetry
 from ..signals import Interrupted, StopRequest
+from .objectives import make_objective
 from .state import STATE_POLICIES, apply_state_policy
 
 #: Settings of any solver. A preset tunes the solver it names (``teleport.lr=...``); when the user then swaps
@@ -28,13 +29,16 @@ from .state import STATE_POLICIES, apply_state_policy
 #: settings. Anything else is a typo and is rejected (Hydra already rejects unknown keys on the command line).
 SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "samples", "scale",
                    "rho", "tol", "max_backtracks", "sublevel"}
+#: The guard's and the objective's settings, which every solver takes (``objectives.py``).
+GUARD_SETTINGS = {"max_rel_drift", "optimizer_state", "batches", "batch_size", "objective", "direction", "radii",
+                  "n_directions", "directions"}
 
 
 def check_other_settings(kind: str, settings: dict) -> None:
     unknown = sorted(set(settings) - SOLVER_SETTINGS)
     if unknown:
         raise ConfigError(f"Unknown teleport setting(s) {unknown} for {kind}. Valid settings: "
-                          f"{sorted(SOLVER_SETTINGS | {'max_rel_drift', 'optimizer_state', 'batches', 'batch_size'})}.")
+                          f"{sorted(SOLVER_SETTINGS | GUARD_SETTINGS)}.")
 
 
 #: Default drift tolerance per dtype: float32 rounding alone reaches ~1e-7 relative (worse near L = 0).
@@ -76,6 +80,11 @@ class TeleportSolver:
         optimizer_state: ``keep``, ``reset`` or ``transform`` (move the state with the group action).
         batches: teleports per scheduled step, each on its own mini-batch (the paper's Algorithm 2, B).
         batch_size: size of a teleport batch; ``None`` uses the training batch size.
+        objective: what the search optimizes over the orbit: ``grad_norm`` (||grad L||^2), ``sharpness`` or
+            ``curvature`` (``objectives.py``, ``curvature.py``); ``direction``: ``max`` or ``min`` (null: max, for
+            grad_norm only). ``radii`` and ``n_directions`` (perturbation directions per radius) set sharpness,
+            ``n_directions`` the orbit curves of curvature; ``directions``: how they are drawn, ``isotropic``
+            (normalized Gaussian) or ``positive`` (normalized uniform on [0, 1), the follow-up code's).
     """
 
     enabled = True
@@ -83,7 +92,9 @@ class TeleportSolver:
     needs_group = True
 
     def __init__(self, max_rel_drift: float | None = None, optimizer_state: str = "keep",
-                 batches: int = 1, batch_size: int | None = None, **other_solver_settings):
+                 batches: int = 1, batch_size: int | None = None, objective: str = "grad_norm",
+                 direction: str | None = None, radii: list[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                 n_directions: int = 10, directions: str = "isotropic", **other_solver_settings):
         check_other_settings(type(self).__name__, other_solver_settings)
         if max_rel_drift is not None and not max_rel_drift >= 0:
             raise ConfigError(f"Invalid teleport.max_rel_drift: {max_rel_drift!r}; it must be >= 0 "
@@ -99,10 +110,12 @@ class TeleportSolver:
         self.optimizer_state = optimizer_state
         self.batches = int(batches)
         self.batch_size = None if batch_size is None else int(batch_size)
+        self.objective = make_objective(objective, direction, radii, n_directions, directions)
 
     def search(self, problem: Problem, symmetry: Symmetry, params: list[Tensor], batch: Batch, ctx: Any,
-               generator: torch.Generator) -> Coords:
-        """Coordinates of the chosen group element (detached). Group solvers implement this."""
+               generator: torch.Generator, target=None) -> Coords:
+        """Coordinates of the chosen group element (detached), the best by ``target`` (an ``objectives.Target``;
+        None: this solver's objective bound here). Group solvers implement this."""
         raise NotImplementedError(f"{type(self).__name__} implements neither search nor propose.")
 
     def propose(self, problem: Problem, symmetry: Symmetry, params: list[Tensor], batch: Batch,
@@ -110,9 +123,15 @@ class TeleportSolver:
         """The candidate parameters for the point ``params`` (detached copies the solver may read, never
         write). Default: the group element ``search`` chose, applied by the symmetry."""
         ctx = symmetry.prepare(params, batch)
-        xi = self.search(problem, symmetry, params, batch, ctx, generator)
+        target = self.bind_objective(problem, symmetry, params, batch, ctx, generator)
+        xi = self.search(problem, symmetry, params, batch, ctx, generator, target)
         with torch.no_grad():
-            return Proposal(symmetry.act(xi, params, ctx), xi, ctx)
+            candidate = symmetry.act(xi, params, ctx)
+        return Proposal(candidate, xi, ctx, target.report(xi))
+
+    def bind_objective(self, problem, symmetry, params, batch, ctx, generator, target=None):
+        """``target`` if given, else this solver's objective bound to one teleport (its directions drawn)."""
+        return target or self.objective.bind(problem, symmetry, params, batch, ctx, generator)
 
     def measures_holdout(self, symmetry: Symmetry) -> bool:
         """Whether a teleport may change the function off its batch (then the guard logs the change on held-out
@@ -175,8 +194,11 @@ class TeleportSolver:
             "loss_before": float(loss_before), "loss_after": float(loss_after),
             "rel_loss_drift": float(drift),
             "grad_norm_sq_before": float(gn_before), "grad_norm_sq_after": float(gn_after),
+            **self.objective.describe(), "objective_before": float(gn_before), "objective_after": float(gn_after),
             "accepted": accepted, **proposal.info,
         }
+        if not symmetry.exact:
+            event["exact_action"] = False
         if holdout is not None and (accepted or symmetry.measures_holdout):
             with torch.no_grad():
                 change = float(relative_drift(holdout_before, problem.loss(candidate, holdout)))
@@ -206,5 +228,4 @@ class NoTeleport:
 
     def __init__(self, **settings):
         check_other_settings("NoTeleport", {k: v for k, v in settings.items()
-                                            if k not in ("max_rel_drift", "optimizer_state", "batches",
-                                                         "batch_size")})
+                                            if k not in GUARD_SETTINGS})

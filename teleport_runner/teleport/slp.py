@@ -98,6 +98,11 @@ class LevelSetSLP(TeleportSolver):
     def __init__(self, steps: int = 50, rho: float = 0.1, tol: float = 1e-6, max_backtracks: int = 25,
                  sublevel: bool = False, **guard):
         super().__init__(**guard)
+        if not self.objective.fast:
+            raise ConfigError(f"Invalid teleport.objective={self.objective.name} (direction "
+                              f"{self.objective.direction}) with teleport=slp: level-set SLP only maximizes "
+                              "||grad L||^2 (objective grad_norm, direction max). For sharpness, curvature or min, "
+                              "use teleport=gradient_ascent or random_search with a symmetry.")
         if int(steps) < 1:
             raise ConfigError(f"Invalid teleport.steps: {steps!r}; the number of SLP iterations must be a positive "
                               "integer.")

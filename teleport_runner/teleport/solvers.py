@@ -19,7 +19,8 @@ def _clip(xi: Coords, max_norm: float | Tensor) -> tuple[Coords, Tensor]:
 
 
 class GradientAscent(TeleportSolver):
-    """Gradient ascent on the group coordinates with objective ||grad L(g·w)||^2 (the paper's solver).
+    """Gradient ascent on the group coordinates of the teleport objective (||grad L(g·w)||^2 by default, the paper's
+    solver; ``objective``/``direction``: any ``objectives.py`` objective, maximized or minimized as a score).
 
     Starts at the identity (or at a random element, ``init=random``, as the paper's Booth run), takes
     ``steps`` ascent steps of size ``lr`` (each along ``symmetry.ascent_direction``, moved by ``symmetry.retract``),
@@ -47,7 +48,8 @@ class GradientAscent(TeleportSolver):
         self.steps, self.lr, self.init, self.init_scale = int(steps), float(lr), init, float(init_scale)
         self.max_group_norm = max_group_norm
 
-    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
+    def search(self, problem, symmetry, params, batch, ctx, generator, target=None) -> Coords:
+        target = self.bind_objective(problem, symmetry, params, batch, ctx, generator, target)
         xi = (symmetry.identity(params, ctx) if self.init == "identity"
               else symmetry.sample(params, ctx, generator, self.init_scale))
         path_budget = None  # what is left of a "path" bound (a tensor: no host sync)
@@ -59,7 +61,7 @@ class GradientAscent(TeleportSolver):
         visited, values = [], []
         for _ in range(self.steps):
             self.check_stop()
-            objective, direction = symmetry.value_and_direction(xi, params, batch, ctx)
+            objective, direction = target.score_and_direction(xi)
             visited.append(xi)
             values.append(objective)
             with torch.no_grad():
@@ -71,8 +73,7 @@ class GradientAscent(TeleportSolver):
                 if point_bound is not None:
                     xi = _clip(xi, point_bound)[0]
         visited.append(xi)
-        with torch.enable_grad():  # the generic objective needs autograd for the gradient it measures
-            values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
+        values.append(target.score(xi))
         # One host sync per teleport: non-finite values never win.
         values = torch.stack(values)
         values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
@@ -80,7 +81,8 @@ class GradientAscent(TeleportSolver):
 
 
 class RandomSearch(TeleportSolver):
-    """Best of ``samples`` random group elements by ||grad L(g·w)||^2 (no double backward).
+    """Best of ``samples`` random group elements by the teleport objective (||grad L(g·w)||^2 by default; no double
+    backward).
 
     With ``samples=1`` it is the control 'an unoptimized group element'. ``scale`` sets the spread of the
     samples around the identity (for non-compact groups).
@@ -92,14 +94,14 @@ class RandomSearch(TeleportSolver):
             raise ConfigError(f"Invalid teleport.samples: {samples!r}; it must be a positive integer.")
         self.samples, self.scale = int(samples), float(scale)
 
-    def search(self, problem, symmetry, params, batch, ctx, generator) -> Coords:
+    def search(self, problem, symmetry, params, batch, ctx, generator, target=None) -> Coords:
+        target = self.bind_objective(problem, symmetry, params, batch, ctx, generator, target)
         candidates, values = [], []
-        with torch.enable_grad():
-            for _ in range(self.samples):
-                self.check_stop()
-                xi = symmetry.sample(params, ctx, generator, self.scale)
-                candidates.append(xi)
-                values.append(symmetry.grad_norm_sq(xi, params, batch, ctx, False).detach())
+        for _ in range(self.samples):
+            self.check_stop()
+            xi = symmetry.sample(params, ctx, generator, self.scale)
+            candidates.append(xi)
+            values.append(target.score(xi))
         values = torch.stack(values)
         values = torch.where(torch.isfinite(values), values, torch.full_like(values, -torch.inf))
         return candidates[int(values.argmax())]
