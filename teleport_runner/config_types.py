@@ -66,10 +66,17 @@ def check_types(node: dict, group: str) -> None:
     try:
         from hydra.utils import get_object
 
-        signature = inspect.signature(get_object(target))
+        obj = get_object(target)
+        signatures = [inspect.signature(obj)]
+        if inspect.isclass(obj):  # settings a subclass passes on through **kwargs are typed by a base class
+            signatures += [inspect.signature(base.__init__) for base in obj.__mro__[1:] if "__init__" in vars(base)]
     except Exception:  # an unknown target is reported by instantiate itself
         return
-    for key, param in signature.parameters.items():
+    params = {}
+    for signature in signatures:
+        for key, param in signature.parameters.items():
+            params.setdefault(key, param)
+    for key, param in params.items():
         if key not in node or param.default is inspect.Parameter.empty:
             continue
         kind, value = _kind(param), node[key]

@@ -86,10 +86,15 @@ class RunRecord:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def refuse_if_taken(self) -> None:
+    def refuse_if_taken(self, checkpoint: Path | None = None) -> None:
         """A new run (not resuming) may not start in a folder that holds another run's results."""
         if not holds_results(self.run_dir):
             return
+        if checkpoint is not None and not Path(checkpoint).exists():
+            raise RunFolderTaken(f"The run folder {self.run_dir} already holds a run, without a checkpoint to resume "
+                                 "from (it was killed before its first, or ran without checkpoint.every). A new run "
+                                 "does not overwrite it: choose another folder (leave out hydra.run.dir for a new "
+                                 "timestamped one), or move its files away to start over there.")
         status = "unknown status"
         try:
             summary = json.loads((self.run_dir / "summary.json").read_text())

@@ -158,9 +158,11 @@ def check_top_level(cfg: DictConfig) -> tuple[int, list[float], dict, int | None
         raise ConfigError(f"Invalid plots: {cfg.get('plots')!r}; it must be auto (a single run draws its figures, "
                           "a sweep's jobs do not: the sweep report draws them), true or false.")
     ckpt_cfg = cfg.get("checkpoint") or {}
-    if not isinstance(ckpt_cfg.get("path", "checkpoint.pt"), str) or not ckpt_cfg.get("path", "checkpoint.pt"):
-        raise ConfigError(f"Invalid checkpoint.path: {ckpt_cfg.get('path')!r}; it must be a file name (relative to "
-                          "the run folder), e.g. checkpoint.pt.")
+    path = ckpt_cfg.get("path", "checkpoint.pt")
+    if (not isinstance(path, str) or not path or Path(path).is_absolute() or ".." in Path(path).parts
+            or Path(path).name in ("", ".") or path.endswith("/")):
+        raise ConfigError(f"Invalid checkpoint.path: {path!r}; it must be a file name inside the run folder "
+                          "(relative, no '..'), e.g. checkpoint.pt.")
     return log_every, thresholds, ckpt_cfg, checkpoint_every(ckpt_cfg.get("every"))
 
 
@@ -205,7 +207,7 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
                 start_step = checkpointer.load(steps)  # refuses another run's settings; restores in place
                 check_run_files(run_dir)  # a damaged row is refused now, before the record changes
             else:
-                record.refuse_if_taken()
+                record.refuse_if_taken(checkpointer.path)
                 start_step = 0
             stop.check("before the run started")
             # 3. The run starts for real: its record is (re)written from here on, its output copied to train.log.

@@ -44,10 +44,14 @@ class Schedule:
 
 
 def _non_negative_ints(name: str, values) -> list[int]:
+    bad = ConfigError(f"Invalid schedule.{name}: {values!r}; it must be a list of integers >= 0, e.g. "
+                      f"schedule.{name}=[1,5].")
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise bad
     out = []
     for v in values:
-        if int(v) != v or v < 0:
-            raise ConfigError(f"Invalid schedule.{name}: {list(values)!r}; entries must be integers >= 0.")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 0:
+            raise bad
         out.append(int(v))
     return out
 
@@ -61,7 +65,7 @@ class AtSteps(Schedule):
 
     def __init__(self, steps: Sequence[int] = (), **others):
         super().__init__(**others)
-        self.at = _non_negative_ints("steps", list(steps))
+        self.at = _non_negative_ints("steps", steps)
 
     def requested(self, total_steps, steps_per_epoch):
         return self.at
@@ -97,7 +101,7 @@ class AtEpochs(Schedule):
 
     def __init__(self, epochs: Sequence[int] = (1,), step_offset: int = 0, **others):
         super().__init__(**others)
-        self.epochs = _non_negative_ints("epochs", list(epochs))
+        self.epochs = _non_negative_ints("epochs", epochs)
         self.step_offset = int(step_offset)
 
     def requested(self, total_steps, steps_per_epoch):

@@ -137,7 +137,8 @@ def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: flo
     from .record import RunFolderBusy, RunRecord, holds_results
 
     path = run_dir / "summary.json"
-    if path.exists() and path.stat().st_mtime >= started:  # written by this job's run
+    ours = path.exists() and path.stat().st_mtime >= started  # written by this job's run
+    if ours:
         summary = json.loads(path.read_text())
     else:
         summary = {"status": "failed", "seed": cfg.get("seed"), "run_dir": str(run_dir),
@@ -146,9 +147,12 @@ def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: flo
             try:
                 RunRecord(run_dir).begin(OmegaConf.to_yaml(cfg))
                 write_summary(run_dir, summary)
+                ours = True
             except Exception as write_exc:
                 print(f"Warning: no summary for the failed job ({write_exc}).", file=sys.stderr)
-    print(f"Job failed ({type(exc).__name__}: {exc}); summary in {path}. The sweep goes on.", file=sys.stderr)
+    where = f"summary in {path}" if ours else f"its folder {run_dir} is unchanged"
+    print(f"Job failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); {where}. The sweep goes on.",
+          file=sys.stderr)
     return summary
 
 

@@ -80,6 +80,9 @@ def find_runs(paths) -> list[Run]:
     """Every run under ``paths`` (run directories, sweep directories, or trees of them)."""
     runs, seen = [], set()
     for path in map(Path, paths):
+        if path.is_file():
+            raise UserError(f"teleport-report: {path} is a file; pass the run or sweep directories that hold "
+                            "summary.json (outputs/runs/<time>, outputs/multirun/<time>).")
         if not path.exists():
             raise UserError(f"teleport-report: {path} does not exist. Pass run directories "
                             "(outputs/runs/<time>) or sweep directories (outputs/multirun/<time>).")
@@ -94,6 +97,11 @@ def find_runs(paths) -> list[Run]:
             except Exception as exc:  # one damaged folder must not hide the others
                 print(f"Warning: skipped {run_dir}: its files cannot be read ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''}).", file=sys.stderr)
+    bare = [str(r.path) for r in runs if not r.config]
+    if bare and len(bare) < len(runs):
+        print(f"Warning: {len(bare)} run(s) have no .hydra/config.yaml ({', '.join(bare[:3])}"
+              f"{', ...' if len(bare) > 3 else ''}): their settings are unknown, so they form their own group.",
+              file=sys.stderr)
     if not runs:
         raise UserError(f"teleport-report: no readable summary.json under {', '.join(map(str, paths))}; nothing to "
                         "report. Pass the directories teleport-train wrote (outputs/runs/... or outputs/multirun/...).")

@@ -35,8 +35,8 @@ class GradientAscent(TeleportSolver):
         super().__init__(**guard)
         if int(steps) < 1:
             raise ConfigError(f"Invalid teleport.steps: {steps!r}; it must be a positive integer.")
-        if not lr > 0:
-            raise ConfigError(f"Invalid teleport.lr: {lr!r}; the ascent learning rate must be > 0.")
+        if not 0 < lr < float("inf"):
+            raise ConfigError(f"Invalid teleport.lr: {lr!r}; the ascent learning rate must be a finite number > 0.")
         if init not in ("identity", "random"):
             raise one_of("teleport.init", init, ("identity", "random"))
         if not init_scale > 0:
