@@ -19,8 +19,12 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import CONFIG_DIR, version
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 EXIT_CODES = {"completed": 0, "failed": 1, "refused": 2, "diverged": 3}
 #: Statuses of the jobs of a sweep that ran in this process (the basic launcher); see ``reporting.sweep``.

@@ -422,3 +422,26 @@ def test_bench_scaling_sweep_fits_exponents_and_draws_them(tmp_path):
     fig6 = scaling["figure6"]  # the paper's figure 6: 300 epochs, a teleport every 10, with and without
     assert len(fig6["rows"]) == 12 and all(r["with_s"] > r["without_s"] > 0 for r in fig6["rows"])
     assert (tmp_path / "figure6.png").stat().st_size > 10_000
+
+
+def test_joblib_jobs_record_their_thread_count(tmp_path):
+    """threads=auto under the joblib launcher divides the CPUs by n_jobs, and each job's summary records it."""
+    sweep = tmp_path / "sweep"
+    teleport_train("-m", "experiment=paper_booth", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   "logger=jsonl", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep}")
+    for summary in summaries(sweep).values():
+        assert summary["threads"] == 1 and "2 joblib jobs" in summary["threads_reason"]
+
+
+def test_threads_auto_uses_one_thread_for_small_steps_and_an_integer_forces():
+    from teleport_runner.errors import ConfigError
+    from teleport_runner.problems.classifier import MNIST
+    from teleport_runner.threads import THREADED_WORK, choose_threads, work_per_step
+
+    small = MNIST(hidden=[512, 512], batch_size=20)
+    assert work_per_step(small) < THREADED_WORK and choose_threads("auto", small)[0] == 1
+    big = MNIST(hidden=[4096, 4096], batch_size=4096)
+    assert work_per_step(big) >= THREADED_WORK and choose_threads("auto", big)[0] >= 1
+    assert choose_threads(3, small) == (3, "set by threads")
+    with pytest.raises(ConfigError, match="Invalid threads"):
+        choose_threads("many", small)

@@ -13,7 +13,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from .batch_objective import ClosedFormObjective
 from .gl_elements import dense_coords, group_matrices
-from .layer_pairs import GLPairSymmetry, LayerPairSymmetry
+from .gl_pairs import GLPairSymmetry
+from .layer_pairs import LayerPairSymmetry
 
 # Per optimizer class: how each state buffer transforms. grad: like a gradient. sq: like a squared gradient
 # (elementwise). ratio: grad / sqrt(sq) (RMSprop's momentum buffer), unchanged by a diagonal map.

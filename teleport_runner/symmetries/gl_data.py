@@ -19,7 +19,8 @@ from ..errors import ConfigError, SymmetryMismatch, one_of
 from .base import Symmetry
 from .batch_objective import ClosedFormObjective
 from .gl_elements import span_basis
-from .layer_pairs import SUBGROUPS, GLPairSymmetry, inverse_activation
+from .gl_pairs import GLPairSymmetry
+from .layer_pairs import SUBGROUPS, inverse_activation
 
 
 INVERSES = ("exact", "first_order")
