@@ -239,7 +239,8 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
                 stats.time_total_s = elapsed()
                 with stop.during("critical"):
                     save_checkpoint(done)
-            stop.check(f"after step {step}")
+            if stop.signum is not None:  # a Python attribute read: no string built per step
+                stop.check(f"after step {step}")
         flush()
         step = total_steps
     except Diverged as exc:
