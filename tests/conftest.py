@@ -86,3 +86,19 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env: dict | None =
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "teleport_runner.train", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+#: Quiet runs: the run files only, no console table, no figures.
+QUIET = ("logger=jsonl", "plots=false")
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def one_line_error(proc) -> str:
+    """The one ``Error:`` line of a refused command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]

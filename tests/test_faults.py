@@ -4,34 +4,20 @@ message without a traceback, and what is on disk afterwards (issue: a run record
 from __future__ import annotations
 
 import errno
-import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose_cfg, read_jsonl, run_cli
+from conftest import compose_cfg, one_line_error, QUIET, read_jsonl, REPO, run_cli, summary_of
 from teleport_runner.errors import ConfigError, DataError, RecordWriteError
 from teleport_runner.runner import run
 from teleport_runner.signals import StopRequest, handle_signals
 
-QUIET = ("logger=jsonl", "plots=false")
-
-
-def summary_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def one_line_error(proc) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 # 1-2. Divergence: found at its own step, logged or not, and at the final iterate; plots never change it.

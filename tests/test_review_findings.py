@@ -11,22 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_cfg, run_cli
-from teleport_runner.errors import ConfigError, UserError
+from conftest import compose_cfg, one_line_error, QUIET, REPO, run_cli, summary_of
+from teleport_runner.errors import UserError
 from teleport_runner.runner import run
 
-QUIET = ("logger=jsonl", "plots=false")
-
-
-def summary_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def one_line_error(proc) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 def record_bytes(run_dir: Path) -> dict:
