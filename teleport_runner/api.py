@@ -20,10 +20,11 @@ from .errors import ConfigError, one_of
 from .problems.base import Batch, Problem
 from .problems.module import FunctionalModule
 from .symmetries.base import Symmetry
-from .symmetries.data_free import Rescale
+from .symmetries.data_free import GLLinear, Rescale
+from .symmetries.gl_data import GLData, GLHidden
 from .teleport import GradientAscent, RandomSearch, TeleportSolver
 
-SYMMETRIES = {"rescale": Rescale}
+SYMMETRIES = {"rescale": Rescale, "gl_linear": GLLinear, "gl_data": GLData, "gl_hidden": GLHidden}
 SOLVERS = {"gradient_ascent": GradientAscent, "random_search": RandomSearch}
 
 
@@ -40,6 +41,9 @@ class ModelLoss(FunctionalModule, Problem):
     def loss(self, params: list[Tensor], batch: Batch) -> Tensor:
         x, y = batch
         return self.loss_fn(self.forward(params, x), y)
+
+    def teleport_batch_size(self, requested: int | None) -> int:
+        return self.batch[0].shape[0]  # the batch given to teleport (what gl_data and gl_hidden check)
 
     def init_params(self) -> list[Tensor]:
         return list(self.model.parameters())
@@ -59,7 +63,8 @@ class Teleporter:
 
     Args:
         model: the module; its parameters are teleported in place.
-        symmetry: "rescale" (positive rescaling of the Linear/Conv2d pairs found in the model), or a ``Symmetry``.
+        symmetry: "rescale" (positive rescaling of the Linear/Conv2d pairs found in the model), "gl_linear",
+            "gl_data" or "gl_hidden" (GL(d) on its Linear -> Linear pairs: ``module_gl``), or a ``Symmetry``.
         solver: "gradient_ascent" or "random_search", or a ``TeleportSolver`` (then the settings below are unused).
         steps, lr, max_group_norm: the ascent's steps, step size and bound on ||t|| (as ``teleport.*`` in the CLI).
         max_rel_drift: roll back a teleport whose relative loss change exceeds this (None: 1e-5 fp32, 1e-10 fp64).

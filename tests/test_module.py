@@ -193,7 +193,7 @@ def test_cifar10_pickles_and_tensor_files(run_config, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["symmetry=gl_data"], "does not act on problem=module yet"),
+    (["symmetry=gl_data"], r"no Linear -> Linear pair it can act on in LeNet5: classifier.1 -> classifier.2 \(ReLU\)"),
     (["problem.model._target_=builtins.dict"], "Invalid problem.model: it built dict"),
     (["problem.dataset=svhn"], "Invalid problem.dataset: 'svhn'. Valid values: mnist, fashion_mnist, cifar10, tensors"),
     (["problem.model._target_=teleport_runner.problems.models.small_cnn", "+problem.model.image_size=32"],

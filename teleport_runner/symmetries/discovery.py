@@ -42,6 +42,8 @@ class Site:
     channels: int
     repeat: int = 1
     via: list[str] = field(default_factory=list)
+    #: the activations on the way, in order: ("relu", 0.0) or ("leaky_relu", negative slope)
+    activations: list[tuple[str, float]] = field(default_factory=list)
 
     def describe(self) -> str:
         path = " -> ".join([self.producer, *self.via, self.consumer])
@@ -61,6 +63,22 @@ def node_label(node, modules) -> str:
 def _shape(node):
     meta = node.meta.get("tensor_meta")
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def activation_of(node, modules) -> tuple[str, float] | None:
+    """("relu", 0.0) or ("leaky_relu", slope) for an activation node, None for anything else."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        if isinstance(module, nn.LeakyReLU):
+            return "leaky_relu", float(module.negative_slope)
+        return ("relu", 0.0) if isinstance(module, nn.ReLU) else None
+    if node.op == "call_function" and node.target is F.leaky_relu:
+        slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
+        return "leaky_relu", float(slope)
+    if node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS or (
+            node.op == "call_method" and node.target in ACTIVATION_METHODS):
+        return "relu", 0.0
+    return None
 
 
 def _passes(node, modules, conv: bool) -> str | None:
@@ -130,7 +148,7 @@ def _follow(node, modules, calls, shared) -> tuple[Site | None, str | None]:
     channels = producer.out_channels if conv else producer.out_features
     if calls[node.target] > 1 or node.target in shared:
         return None, "called more than once or shares its weights with another layer"
-    cur, via, repeat = node, [], 1
+    cur, via, repeat, activations = node, [], 1, []
     while True:
         users = [u for u in cur.users if not _shape_query(u)]
         if len(users) != 1:
@@ -140,7 +158,10 @@ def _follow(node, modules, calls, shared) -> tuple[Site | None, str | None]:
         if nxt.op == "output":
             return None, None
         if nxt.op == "call_module" and isinstance(modules[nxt.target], LAYERS):
-            return _consumer(node.target, nxt, modules[nxt.target], channels, repeat, via, calls, shared, cur)
+            site, reason = _consumer(node.target, nxt, modules[nxt.target], channels, repeat, via, calls, shared, cur)
+            if site is not None:
+                site.activations = activations
+            return site, reason
         how = _passes(nxt, modules, conv)
         if how is None or nxt.args[0] is not cur:
             return None, f"{node_label(nxt, modules)} before the next layer breaks the pair"
@@ -150,6 +171,8 @@ def _follow(node, modules, calls, shared) -> tuple[Site | None, str | None]:
                     before[1] != channels or math.prod(before[1:]) != after[1]):
                 return None, f"{node_label(nxt, modules)} reshapes {before} to {after}, not (N, C*H*W)"
             repeat = math.prod(before[2:])
+        elif activation_of(nxt, modules) is not None:
+            activations.append(activation_of(nxt, modules))
         via.append(node_label(nxt, modules))
         cur = nxt
 

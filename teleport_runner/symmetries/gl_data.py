@@ -83,6 +83,14 @@ class _BatchPairAction(ClosedFormObjective, GLPairSymmetry):
     def basis(self, m, ctx):
         return ctx.pairs[m].basis
 
+    def sigma_of(self, m: int):
+        """sigma of hidden layer m (the network's one activation; a module's pairs may differ: ``module_gl``)."""
+        return self.problem.act
+
+    def sigma_inv_of(self, m: int):
+        """sigma^-1 of hidden layer m (gl_data)."""
+        return self.sigma_inv
+
 
 class GLData(_BatchPairAction):
     """GL(d_m) acting on hidden layer m through the data, for bijective activations (paper eq. 8).
@@ -161,7 +169,7 @@ class GLData(_BatchPairAction):
 
     def hidden_after(self, g, m, ctx):
         s_new = g.rows(ctx.pairs[m].s)  # g sigma(z) for every sample
-        return self.sigma_inv(s_new), s_new  # z': the pre-activations that give it
+        return self.sigma_inv_of(m)(s_new), s_new  # z': the pre-activations that give it
 
     def weight_vjp(self, l, delta, params, elements, hidden, ctx):
         """W'_l = (W_l + Delta_l) g_{l-1}^-1: Delta_l = ((z'_l - z_l)^T h^+^T)[:, :n_l] when pair l acts (its data
@@ -235,7 +243,7 @@ class GLHidden(_BatchPairAction):
 
     def hidden_after(self, g, m, ctx):
         z_new = g.rows(ctx.pairs[m].z)
-        return z_new, self.problem.act(z_new)
+        return z_new, self.sigma_of(m)(z_new)
 
     def weight_vjp(self, l, delta, params, elements, hidden, ctx):
         """W'_l = g_l W_l (I + (S - S_g)^T R^-1 Q^T) with S_g^T = Q R (hidden layer l-1): each factor only where

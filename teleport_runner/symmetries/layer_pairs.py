@@ -59,11 +59,20 @@ class LayerPairSymmetry(Symmetry):
                                   "a non-empty list of distinct pair indices >= 0 (pair m = layers m and m+1).")
         self.pairs_requested = pairs
 
+    def for_problem(self, problem: Problem) -> Symmetry:
+        """On a user's module, the GL symmetries act on its Linear pairs (``module_gl``)."""
+        if getattr(problem, "is_module", False):
+            from .module_gl import module_version
+
+            return module_version(self)
+        return self
+
     def bind(self, problem: Problem) -> None:
         if getattr(problem, "is_module", False):
             raise SymmetryMismatch(
-                f"Symmetry {self.name!r} does not act on problem=module yet: for a module's own layers use "
-                "symmetry=rescale (positive rescaling of the Linear and Conv2d pairs found in it), or teleport=none.")
+                f"Symmetry {self.name!r} does not act on problem=module: for a module's own layers use "
+                "symmetry=rescale (Linear and Conv2d pairs), gl_linear, gl_data or gl_hidden (Linear pairs), or "
+                "teleport=none.")
         if not getattr(problem, "is_network", False):
             raise SymmetryMismatch(
                 f"Symmetry {self.name!r} does not fit problem {problem.name!r}: it acts on the layers of a network "
