@@ -145,9 +145,8 @@ def study(paths, out: Path | None = None, settings: Settings | None = None, figu
     if len(points) < 3:
         raise UserError(f"the correlation study needs at least 3 finished runs with a final checkpoint; found "
                         f"{len(points)} under {', '.join(map(str, paths))} ({len(skipped)} skipped). Train them "
-                        "with teleport-train -m experiment=followup_mnist teleport=none schedule=none problem.slope=0.1 "
-                        "checkpoint.every=100 
-                        "seed='range(0,20)' (docs/followup.md).")
+                        "with teleport-train -m experiment=followup_mnist teleport=none schedule=none "
+                        "problem.slope=0.1 checkpoint.every=100 seed='range(0,20)' (docs/followup.md).")
     points.sort(key=lambda p: (p.seed, p.run_dir))
     result = {"settings": {**asdict(settings), "radii": list(settings.radii)}, "correlations": correlations(points),
               "runs": [asdict(p) for p in points], "skipped": skipped}
