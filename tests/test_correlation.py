@@ -37,7 +37,7 @@ def sweep(tmp_path_factory, synthetic_mnist_root):
 def test_the_study_writes_finite_correlations(sweep, tmp_path):
     result = corr.study([sweep], tmp_path, QUICK)
     assert [r["seed"] for r in result["runs"]] == [0, 1, 2, 3]
-    assert len(result["correlations"]) == 4
+    assert len(result["correlations"]) == 6
     for c in result["correlations"]:
         assert c["n"] == 4 and -1 <= c["r"] <= 1 and 0 <= c["p"] <= 1
     for point in result["runs"]:

@@ -3,14 +3,15 @@ final parameters of trained runs, against their test loss and generalization gap
 
     python -m teleport_runner.reporting.correlation RUN_OR_SWEEP_DIR... [--out DIR] [--batches 200] ...
 
-Each run folder needs ``summary.json`` (completed), ``.hydra/config.yaml`` and a checkpoint taken at its last step
-(``checkpoint.every`` dividing its steps: docs/followup.md); folders without them are named and skipped. phi and psi are the
-teleport objectives themselves (``teleport/objectives.py``, ``teleport/curvature.py``), bound to the run's problem
-and symmetry exactly as a teleport binds them, and evaluated at the identity (the final parameters), averaged over
-``batches`` teleport batches of ``batch_size`` from the run's epoch-0 order. As the follow-up's ``correlation.py``:
-20 radii 0.001, 0.011, ..., 0.191, directions uniform on [0, 1) normalized (``positive``), one direction per
-radius and one Lie-algebra direction per batch, 200 batches of 200. The directions are drawn from ``seed`` + the
-batch index, the same in every run. Writes correlation.json, correlation.md and correlation.png.
+Each run folder needs ``summary.json`` (completed), ``.hydra/config.yaml`` and a checkpoint taken at its last
+step (``checkpoint.every`` dividing its steps: docs/followup.md); folders without them are named and skipped.
+phi and psi are the teleport objectives themselves (``teleport/objectives.py``, ``teleport/curvature.py``), bound
+to the run's problem and symmetry as a teleport binds them and evaluated at the identity (the final parameters),
+averaged over ``batches`` teleport batches of ``batch_size`` from the run's epoch-0 order. As the follow-up's
+``correlation.py``: 20 radii 0.001, 0.011, ..., 0.191, directions uniform on [0, 1) normalized (``positive``),
+200 batches of 200, one Lie-algebra direction per batch; one perturbation direction per batch serves all radii
+(the follow-up draws one per radius). The draws come from ``seed`` + the batch index, the same in every run.
+Writes correlation.json, correlation.md and correlation.png.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from .stats import number, pearson
 #: The follow-up's MNIST radii: np.arange(0.001, 0.2, 0.01).
 RADII = tuple(round(0.001 + 0.01 * i, 3) for i in range(20))
 MEASURES = (("phi", "sharpness φ"), ("psi", "curvature ψ"))
-TARGETS = (("gap", "test loss - train loss"), ("test_loss", "test loss"))
+#: The generalization gap and the test loss (the follow-up's), and the training loss: what phi also tracks.
+TARGETS = (("gap", "test loss - train loss"), ("test_loss", "test loss"), ("train_loss", "train loss"))
 
 
 @dataclass
@@ -90,10 +92,13 @@ def evaluate_run(run_dir: Path, settings: Settings) -> Point:
     problem.setup(device, dtype, int(cfg.seed))
     node = OmegaConf.load(Path(__file__).parents[1] / "conf" / "symmetry" / f"{settings.symmetry}.yaml") \
         if settings.symmetry else cfg.symmetry
-    symmetry = _instantiate(node, "symmetry").for_problem(problem)
-    symmetry.bind(problem)
     params = [p.to(device, dtype) for p in state["params"]]
-    phi, psi = measure(problem, symmetry, params, settings)
+    try:
+        symmetry = _instantiate(node, "symmetry").for_problem(problem)
+        symmetry.bind(problem)
+        phi, psi = measure(problem, symmetry, params, settings)
+    except UserError as exc:  # the symmetry does not fit this network or batch: say which run
+        raise UserError(f"{run_dir}: {str(exc).rstrip('.')}") from None
     metrics = summary["final_metrics"]
     return Point(str(run_dir), int(cfg.seed), phi, psi, number(summary.get("final_loss")),
                  number(metrics["test_loss"]), number(metrics.get("val_loss")))
@@ -140,11 +145,12 @@ def study(paths, out: Path | None = None, settings: Settings | None = None, figu
         try:
             points.append(evaluate_run(run_dir, settings))
         except UserError as exc:
-            skipped.append(str(exc))
-            print(f"Warning: skipped {exc}.", file=sys.stderr)
+            skipped.append(str(exc).rstrip("."))
+            print(f"Warning: skipped {skipped[-1]}.", file=sys.stderr)
     if len(points) < 3:
+        first = f"; the first: {skipped[0]}" if skipped else ""
         raise UserError(f"the correlation study needs at least 3 finished runs with a final checkpoint; found "
-                        f"{len(points)} under {', '.join(map(str, paths))} ({len(skipped)} skipped). Train them "
+                        f"{len(points)} under {', '.join(map(str, paths))} ({len(skipped)} skipped{first}). Train them "
                         "with teleport-train -m experiment=followup_mnist teleport=none schedule=none "
                         "problem.slope=0.1 checkpoint.every=100 seed='range(0,20)' (docs/followup.md).")
     points.sort(key=lambda p: (p.seed, p.run_dir))

@@ -160,11 +160,11 @@ def _draw_epochs(groups, out: Path, colors, style: str) -> list[Path]:
 
 
 def draw_correlation(points, correlations: list[dict], path: Path) -> Path:
-    """``correlation.png``: sharpness phi and curvature psi (rows) against the generalization gap and the test loss
-    (columns), one point per run, Pearson r in each title (the correlation study, ``correlation.py``)."""
+    """``correlation.png``: sharpness phi and curvature psi (rows) against the generalization gap, the test loss and
+    the training loss (columns), one point per run, Pearson r in each title (the study: ``correlation.py``)."""
     from .correlation import MEASURES, TARGETS
 
-    fig, axes = plt.subplots(len(MEASURES), len(TARGETS), figsize=(9, 7), squeeze=False)
+    fig, axes = plt.subplots(len(MEASURES), len(TARGETS), figsize=(4.5 * len(TARGETS), 7), squeeze=False)
     found = {(c["measure"], c["against"]): c for c in correlations}
     for row, (measure, name) in enumerate(MEASURES):
         for col, (target, label) in enumerate(TARGETS):
