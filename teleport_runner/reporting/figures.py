@@ -157,3 +157,24 @@ def _draw_epochs(groups, out: Path, colors, style: str) -> list[Path]:
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     ax_acc.legend(fontsize=8)
     return [_save(fig, ax, out / "report_epochs.png")]
+
+
+def draw_correlation(points, correlations: list[dict], path: Path) -> Path:
+    """``correlation.png``: sharpness phi and curvature psi (rows) against the generalization gap, the test loss and
+    the training loss (columns), one point per run, Pearson r in each title (the study: ``correlation.py``)."""
+    from .correlation import MEASURES, TARGETS
+
+    fig, axes = plt.subplots(len(MEASURES), len(TARGETS), figsize=(4.5 * len(TARGETS), 7), squeeze=False)
+    found = {(c["measure"], c["against"]): c for c in correlations}
+    for row, (measure, name) in enumerate(MEASURES):
+        for col, (target, label) in enumerate(TARGETS):
+            ax, c = axes[row][col], found[(measure, target)]
+            ax.scatter([getattr(p, measure) for p in points], [getattr(p, target) for p in points], s=14)
+            r = "-" if c["r"] is None else f"{c['r']:+.3f}"
+            p = "" if c["p"] is None else f", p = {c['p']:.2g}"
+            ax.set(xlabel=name, ylabel=label, title=f"r = {r}{p} (n = {c['n']})")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

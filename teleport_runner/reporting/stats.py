@@ -123,3 +123,48 @@ def grad_gain(teleports: list[dict]) -> float:
 def rejected_share(summary: dict) -> float:
     n = number(summary.get("n_teleports"))
     return number(summary.get("n_teleports_rejected")) / n if n and n > 0 else 0.0
+
+
+def pearson(xs, ys) -> dict:
+    """Pearson's r of paired values (pairs with a non-finite member dropped), with n and the two-sided p-value of
+    r = 0 (Student's t with n - 2 degrees of freedom, as scipy.stats.pearsonr); r and p are None under 3 pairs or
+    when either side is constant."""
+    pairs = [(x, y) for x, y in zip(map(number, xs), map(number, ys)) if math.isfinite(x) and math.isfinite(y)]
+    out = {"n": len(pairs), "r": None, "p": None}
+    if len(pairs) < 3:
+        return out
+    x, y = (np.array(v, dtype=np.float64) for v in zip(*pairs))
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float(x @ x) * float(y @ y))
+    if denom == 0.0:
+        return out
+    r = max(-1.0, min(1.0, float(x @ y) / denom))
+    df = len(pairs) - 2
+    # P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2), with df / (df + t^2) = 1 - r^2
+    out.update(r=r, p=regularized_beta(1.0 - r * r, df / 2.0, 0.5))
+    return out
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function (continued fraction, modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the continued fraction converges fast on this side only
+        return 1.0 - regularized_beta(1.0 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * h / a
