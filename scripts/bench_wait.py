@@ -85,7 +85,7 @@ def threads(steps: int = 200, repeats: int = 3) -> dict:
 
     from teleport_runner.loop import RunStats, train
     from teleport_runner.logging import Sinks
-    from teleport_runner.runner import _instantiate, build
+    from teleport_runner.runner import build
     from teleport_runner.threads import choose_threads
 
     out, root = {}, _data_root()
@@ -93,7 +93,7 @@ def threads(steps: int = 200, repeats: int = 3) -> dict:
         cfg = compose_cfg(*overrides, "teleport=none", "device=cpu", f"problem.data.root={root}"
                           if "mnist" in name else "seed=0")
         problem, symmetry, teleporter, _, params, optimizer = build(cfg, torch.device("cpu"), torch.float32)
-        auto, reason = choose_threads("auto", _instantiate(cfg.problem, "problem"))
+        auto, reason = choose_threads("auto", problem)
 
         def descent(n_threads: int) -> float:
             torch.set_num_threads(n_threads)

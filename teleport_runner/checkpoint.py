@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .config_tree import flatten
-from .errors import ConfigError, RecordWriteError, describe_os_error
+from .errors import ConfigError, RecordWriteError, describe_os_error, first_line
 
 FORMAT_VERSION = 1
 #: Config keys whose values decide a run's numbers; a checkpoint only resumes a run with the same ones.
@@ -87,7 +87,7 @@ class Checkpointer:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ConfigError(f"The checkpoint {self.path} cannot be read ({type(exc).__name__}: "
-                              f"{_first_line(exc)}). Delete it to start the run again, or point checkpoint.path "
+                              f"{first_line(exc)}). Delete it to start the run again, or point checkpoint.path "
                               "at another file.") from None
         if not isinstance(state, dict):
             raise ConfigError(f"The checkpoint {self.path} is not a teleport_runner checkpoint (it holds a "
@@ -105,7 +105,7 @@ class Checkpointer:
             self.stats.load_state_dict(dict(state["stats"]))
         except Exception as exc:
             raise ConfigError(f"The checkpoint {self.path} is damaged or was not written by this run "
-                              f"({type(exc).__name__}: {_first_line(exc)}). Delete it to start the run again.") from None
+                              f"({type(exc).__name__}: {first_line(exc)}). Delete it to start the run again.") from None
         return int(state["step"])
 
     def _check(self, state: dict, total_steps: int | None) -> None:
@@ -143,11 +143,6 @@ class Checkpointer:
         if total_steps is not None and state["step"] > total_steps:
             raise ConfigError(f"The checkpoint {self.path} is at step {state['step']}, past steps={total_steps}. "
                               f"Resume with steps >= {state['step']}.")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def checkpoint_every(value) -> int | None:

@@ -36,3 +36,9 @@ def describe_os_error(exc: OSError, path=None) -> str:
 
     reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
     return f"{path or exc.filename or '?'}: {reason}"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (library messages run to several), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

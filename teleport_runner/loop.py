@@ -165,7 +165,6 @@ def train(*, problem: Problem, params: list[Tensor], optimizer: torch.optim.Opti
     status, message, step = "completed", None, start_step
     done = start_step  # descent steps fully completed (the step a checkpoint resumes from)
     time_before = stats.time_total_s  # a resumed run continues the clock
-    t0 = last_flush = time.perf_counter()
 
     def elapsed() -> float:
         return time_before + time.perf_counter() - t0

@@ -17,14 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from . import CONFIG_DIR
 from .config_types import check_types
 from .checkpoint import Checkpointer, checkpoint_every, should_resume
-from .errors import ConfigError, RecordWriteError, UserError, one_of
+from .errors import ConfigError, RecordWriteError, UserError, first_line, one_of
 from .logging import JsonlSink, Sinks
 from .logging.jsonl import check_run_files
 from .logging.textlog import copy_output
 from .loop import RunStats, train
 from .objective import check_metric
 from .record import RunRecord
-from .reporting.stats import REJECTED_WARN
+from .reporting.stats import REJECTED_WARN, rejected_share
 from .resources import check_memory
 from .signals import OptionalWorkInterrupted, StopRequest
 from .threads import apply_threads
@@ -93,12 +93,18 @@ def _check_groups(cfg: DictConfig) -> None:
                               f"({', '.join(options)}).")
 
 
-def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
-    """Instantiate problem, symmetry, teleport solver, schedule and optimizer from the config."""
+def seeded_problem(cfg: DictConfig):
+    """The problem, instantiated right after seeding torch (a user's module draws its weights here)."""
     _check_groups(cfg)
+    torch.manual_seed(_seed(cfg))
+    return _instantiate(cfg.problem, "problem")
+
+
+def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype, problem=None):
+    """Instantiate problem (unless given, from ``seeded_problem``), symmetry, teleport solver, schedule and
+    optimizer from the config."""
+    problem = problem if problem is not None else seeded_problem(cfg)
     seed = _seed(cfg)
-    torch.manual_seed(seed)
-    problem = _instantiate(cfg.problem, "problem")
     symmetry = _instantiate(cfg.symmetry, "symmetry")
     teleporter = _instantiate(cfg.teleport, "teleport")
     check_memory(problem, teleporter, dtype, device)  # before anything large is allocated
@@ -118,7 +124,7 @@ def build(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
         settings = {k: v for k, v in OmegaConf.to_container(cfg.optimizer).items() if not k.startswith("_")}
         raise ConfigError(f"Invalid optimizer setting for {cfg.optimizer._target_} "
                           f"(optimizer.{', optimizer.'.join(settings)} = {settings}): "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from None
+                          f"{first_line(exc)}.") from None
     if uses_group:  # refuse now what would fail at the first teleport (state policy, batch width)
         symmetry.check_run(problem, teleporter, optimizer)
         teleporter.objective.check(symmetry)
@@ -182,9 +188,9 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             warnings.simplefilter("always")
             dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
             log_every, thresholds, ckpt_cfg, every = check_top_level(cfg)
-            _check_groups(cfg)  # the thread count is set before any torch work, from the problem's size
-            threads = apply_threads(cfg.get("threads", "auto"), _instantiate(cfg.problem, "problem"))
-            problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype)
+            problem = seeded_problem(cfg)  # the thread count is set before the problem's data and tensors
+            threads = apply_threads(cfg.get("threads", "auto"), problem)
+            problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype, problem)
             if cfg.get("print_pairs", False):  # list where the symmetry acts, and stop before the folder is touched
                 print("\n".join([f"{symmetry.name} on {problem.name}:", *symmetry.describe()]))
                 return {"status": "completed", "pairs": symmetry.describe(), "run_dir": str(run_dir)}
@@ -215,7 +221,7 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             with copy_output(run_dir / "train.log", append=resume):
                 _reissue(shown)
                 shown = []
-                return _execute(cfg, run_dir, stop, record, loggers, checkpointer, resume, start_step,
+                return _execute(cfg, config, run_dir, stop, record, loggers, resume, start_step,
                                 dict(problem=problem, params=params, optimizer=optimizer, symmetry=symmetry,
                                      teleporter=teleporter, teleport_steps=teleport_steps, total_steps=steps,
                                      generator=generator, stats=stats, log_every=log_every,
@@ -231,7 +237,7 @@ def _reissue(caught) -> None:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, checkpointer, resume: bool,
+def _execute(cfg, config: dict, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, resume: bool,
              start_step: int, loop_args: dict, threads: tuple[int, str], plots: bool) -> dict:
     """Train (the loop), write the record, then the optional work; see ``run``."""
     problem, params, stats = loop_args["problem"], loop_args["params"], loop_args["stats"]
@@ -241,7 +247,7 @@ def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, 
                "steps": loop_args["total_steps"], "run_dir": str(run_dir), "threads": threads[0],
                "threads_reason": threads[1]}
     try:
-        sink.log_config(OmegaConf.to_container(cfg, resolve=True))
+        sink.log_config(config)
         result = train(sink=sink, start_step=start_step, flush_seconds=0.5 if sink.live else None, **loop_args)
         summary.update(result)
         if result["status"] == "completed":
@@ -257,7 +263,7 @@ def _execute(cfg, run_dir: Path, stop: StopRequest, record: RunRecord, loggers, 
                 record.finish(summary)
             except RecordWriteError as exc:
                 warnings.warn(f"summary.json not written: {exc}.")
-        if stats.n_teleports and stats.n_teleports_rejected > REJECTED_WARN * stats.n_teleports:
+        if rejected_share(summary) > REJECTED_WARN:
             warnings.warn(f"{stats.n_teleports_rejected} of {stats.n_teleports} teleports were rejected (their loss "
                           "drift exceeded teleport.max_rel_drift) and rolled back"
                           + ("; in float32 near a zero loss use dtype=float64." if cfg.dtype == "float32" else "."))

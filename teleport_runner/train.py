@@ -63,14 +63,16 @@ def _task(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .signals import StopRequest, exit_code_for_signal, handle_signals
+    from contextlib import nullcontext
+
+    from .signals import exit_code_for_signal, handle_signals
 
     warnings.formatwarning = _short_warning
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun, started = hydra_cfg.mode == RunMode.MULTIRUN, time.time()
     JOB_STATUSES.append("started")  # replaced by the job's outcome below
-    with handle_signals(STOP or StopRequest()) as stop:
+    with nullcontext(STOP) if STOP is not None else handle_signals() as stop:  # main() installed the handlers
         summary, outcome = _run_job(cfg, run_dir, stop, _hydra_files(hydra_cfg), multirun, started)
     JOB_STATUSES[-1] = outcome
     # A signal at any point of the job (start-up, training, figures) stops the command: 128 + the signal.
@@ -90,14 +92,12 @@ def _task(cfg: DictConfig):
 def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: float) -> tuple[dict, str]:
     """Run one job; return (summary, outcome), outcome a status or ``refused``. Errors print as one line
     (``HYDRA_FULL_ERROR=1`` re-raises them with their traceback)."""
-    from .errors import RecordWriteError, UserError
-    from .objective import check_metric
-    from .runner import loss_thresholds, run
+    from .errors import RecordWriteError, UserError, first_line
+    from .runner import run
     from .signals import Interrupted
 
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
-        check_metric(cfg.optimize_metric, loss_thresholds(cfg))
         summary = run(cfg, run_dir, stop=stop, hydra_files=hydra_files, multirun=multirun)
         if summary.get("status") != "completed" and summary.get("message"):
             print(summary["message"], file=sys.stderr)
@@ -120,10 +120,8 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
             raise
         if multirun:
             traceback.print_exc()
-        path = run_dir / "summary.json"
-        written = path.exists() and path.stat().st_mtime >= started
-        print(f"Error: the run failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
-              + (" Its summary.json says so;" if written else "") + " Set HYDRA_FULL_ERROR=1 to see the traceback.",
+        print(f"Error: the run failed ({type(exc).__name__}: {first_line(exc)})."
+              + (" Its summary.json says so;" if _summary_written(run_dir, started) else "") + " Set HYDRA_FULL_ERROR=1 to see the traceback.",
               file=sys.stderr)
         outcome, error = "failed", exc
     summary = {"status": "failed"}
@@ -132,16 +130,23 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
     return summary, outcome
 
 
+def _summary_written(run_dir: Path, started: float) -> bool:
+    """Whether this job's run wrote run_dir/summary.json (not an older run's)."""
+    path = run_dir / "summary.json"
+    return path.exists() and path.stat().st_mtime >= started
+
+
 def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: float) -> dict:
     """A sweep job that raised: keep its summary.json (status failed), or write one where the folder holds no
     other run's record, so the sweep report lists the job; then go on."""
     from omegaconf import OmegaConf
 
     from .logging import write_summary
+    from .errors import first_line
     from .record import RunFolderBusy, RunRecord, holds_results
 
     path = run_dir / "summary.json"
-    ours = path.exists() and path.stat().st_mtime >= started  # written by this job's run
+    ours = _summary_written(run_dir, started)
     if ours:
         summary = json.loads(path.read_text())
     else:
@@ -155,7 +160,7 @@ def _failed_job(run_dir: Path, cfg: DictConfig, exc: BaseException, started: flo
             except Exception as write_exc:
                 print(f"Warning: no summary for the failed job ({write_exc}).", file=sys.stderr)
     where = f"summary in {path}" if ours else f"its folder {run_dir} is unchanged"
-    print(f"Job failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); {where}. The sweep goes on.",
+    print(f"Job failed ({type(exc).__name__}: {first_line(exc)}); {where}. The sweep goes on.",
           file=sys.stderr)
     return summary
 

@@ -112,9 +112,11 @@ def summary_table(summary: dict, teleports: list[dict], run_dir=None) -> Table:
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     done, steps = summary.get("steps_done"), summary.get("steps")
     table.add_row("steps", str(steps) if done in (None, steps) else f"{done} of {steps}")
-    n, rejected = summary.get("n_teleports", 0), summary.get("n_teleports_rejected", 0)
-    table.add_row("teleports (rejected)", f"{n} ({rejected})" + (
-        "  more than a fifth rolled back: see the warning" if n and rejected > 0.2 * n else ""))
+    from ..reporting.stats import REJECTED_WARN, rejected_share
+
+    table.add_row("teleports (rejected)", f"{summary.get('n_teleports', 0)} ({summary.get('n_teleports_rejected', 0)})"
+                  + ("  more than a fifth rolled back: see the warning"
+                     if rejected_share(summary) > REJECTED_WARN else ""))
     accepted = [t for t in teleports if t.get("accepted")]
     gains = [t["grad_norm_sq_after"] / t["grad_norm_sq_before"] for t in accepted
              if isinstance(t.get("grad_norm_sq_before"), (int, float)) and t["grad_norm_sq_before"] > 0]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..errors import ConfigError, one_of
+from ..errors import ConfigError, first_line, one_of
 from . import cifar, data as idx
 from .base import Batch, Problem
 from .resident import ResidentData
@@ -109,7 +109,7 @@ class ModuleProblem(ResidentData, FunctionalModule, Problem):
             raise ConfigError(
                 f"problem.model ({type(self.model).__name__}) does not fit problem.dataset={self.dataset} with "
                 f"loss {self.loss_kind}: a batch of inputs {tuple(x.shape)} and targets {tuple(y.shape)} failed "
-                f"with {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Check the model's "
+                f"with {type(exc).__name__}: {first_line(exc)}. Check the model's "
                 "input and output sizes.") from None
 
     def example_input(self) -> Tensor:

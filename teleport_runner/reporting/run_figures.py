@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..logging.jsonl import read_jsonl  # noqa: E402
+from .stats import number  # noqa: E402
 
 
 def _finite(rows, key):
@@ -88,17 +89,10 @@ def _mark_teleports(axes_steps, ax_gn_loss, teleports: list[dict]) -> None:
             label = f"teleport ({kind})" if i == 0 else None
             for ax in axes_steps:
                 ax.axvline(t["step"], color=TELEPORT_COLOR, alpha=0.35, lw=1, ls="-" if face != "none" else ":")
-            before = (_float(t["loss_before"]), _float(t["grad_norm_sq_before"]))
-            after = (_float(t["loss_after"]), _float(t["grad_norm_sq_after"]))
+            before = (number(t["loss_before"]), number(t["grad_norm_sq_before"]))
+            after = (number(t["loss_after"]), number(t["grad_norm_sq_after"]))
             ax_gn_loss.plot([before[0], after[0]], [before[1], after[1]], color=TELEPORT_COLOR, marker="o", ms=5,
                             mfc=face, lw=1 if face != "none" else 0, label=label)
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def plot_curves(run_dir: Path) -> list[Path]:
@@ -116,7 +110,7 @@ def plot_curves(run_dir: Path) -> list[Path]:
         gn = _finite(epochs, "grad_norm_sq") if all("grad_norm_sq" in r for r in epochs) else None
     else:
         step, loss, gn = np.array([r["step"] for r in rows]), _finite(rows, "loss"), _finite(rows, "grad_norm_sq")
-        final, done = _float(summary.get("final_loss")), summary.get("steps_done")
+        final, done = number(summary.get("final_loss")), summary.get("steps_done")
         if np.isfinite(final) and isinstance(done, int) and done > step[-1]:  # the final iterate's loss
             step, loss = np.append(step, done), np.append(loss, final)
     with_acc = any("val_acc" in r for r in epochs)

@@ -42,7 +42,7 @@ class Symmetry(ABC):
     data_dependent: bool = False
     #: True for a data-free action whose exactness the guard also checks on held-out data (sites found in a user's
     #: module): a teleport that changes the held-out loss more than the drift tolerance is rolled back.
-    measures_holdout: bool = False
+    verify_off_batch: bool = False
     #: False for an action that is not a symmetry at all (``gl_data`` with ``inverse: first_order``, the official
     #: code's): a run must open the guard for it, and each teleport event says ``exact_action: false``.
     exact: bool = True

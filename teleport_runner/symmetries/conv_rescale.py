@@ -34,7 +34,7 @@ class ModuleRescale(ElementwiseAction, Symmetry):
     """
 
     name = "rescale"
-    measures_holdout = True  # the sites come from a user's module: check off the batch as well
+    verify_off_batch = True  # the sites come from a user's module: check off the batch as well
 
     def __init__(self, pairs=None):
         self.pairs_requested = None if pairs is None else list(pairs)

@@ -21,6 +21,8 @@ from torch import nn
 from torch.fx import symbolic_trace
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..errors import first_line
+
 LAYERS = (nn.Linear, nn.Conv2d)
 ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU)
 ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.leaky_relu, torch.nn.functional.relu_)
@@ -103,7 +105,7 @@ def discover(model: nn.Module, example_input: torch.Tensor) -> tuple[list[Site],
         traced = symbolic_trace(model)
     except Exception as exc:
         return [], [f"{type(model).__name__} could not be traced by torch.fx ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); write its forward without data-dependent "
+                    f"{first_line(exc)}); write its forward without data-dependent "
                     "control flow, or as an nn.Sequential"]
     with torch.no_grad():
         ShapeProp(traced).propagate(example_input)

@@ -189,7 +189,7 @@ class ModuleGLLinear(ModulePairs, GLLinear):
     """``GLLinear`` on a module's Linear -> Linear pairs with no activation between them (data-free: exact on every
     input; the guard also checks held-out data)."""
 
-    measures_holdout = True
+    verify_off_batch = True
     wants = "gl_linear acts on a Linear followed by a Linear with no activation between them."
 
     def refusal(self, site):

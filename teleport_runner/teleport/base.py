@@ -176,7 +176,7 @@ class TeleportSolver:
         start = time.perf_counter()
         # Held-out data where a teleport may change the function off its batch (data-dependent actions, slp), or
         # where the symmetry asks the guard to verify exactness there (discovered pairs of a user's module).
-        holdout = (problem.holdout_batch(step) if self.measures_holdout(symmetry) or symmetry.measures_holdout
+        holdout = (problem.holdout_batch(step) if self.measures_holdout(symmetry) or symmetry.verify_off_batch
                    else None)
         loss_before, gn_before = loss_and_grad_norm_sq(problem, params, batch)
         with torch.no_grad():
@@ -199,11 +199,11 @@ class TeleportSolver:
         }
         if not symmetry.exact:
             event["exact_action"] = False
-        if holdout is not None and (accepted or symmetry.measures_holdout):
+        if holdout is not None and (accepted or symmetry.verify_off_batch):
             with torch.no_grad():
                 change = float(relative_drift(holdout_before, problem.loss(candidate, holdout)))
             event["holdout_rel_loss_change"] = change
-            if symmetry.measures_holdout and not change <= self.tolerance(loss_before.dtype):
+            if symmetry.verify_off_batch and not change <= self.tolerance(loss_before.dtype):
                 accepted = event["accepted"] = False  # a data-free action that moved the function off the batch
         if accepted:
             with torch.no_grad():
