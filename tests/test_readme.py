@@ -152,11 +152,13 @@ def test_the_configuration_reference_is_up_to_date():
 
 def test_the_readme_example_runs(tmp_path):
     """The README's own-model example (the python block after `<!-- example -->`), run as written: every teleport is
-    accepted and raises ||grad L||^2 on its batch."""
+    accepted and never lowers ||grad L||^2 on its batch (the solver keeps the best point on its path, the identity
+    included), and most raise it."""
     block = README.split("<!-- example -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [line.split() for line in proc.stdout.splitlines()]
     assert [e[0] for e in events] == ["5", "15", "25", "35"]
-    assert all(e[-1] == "True" and float(e[3]) > float(e[1]) for e in events), proc.stdout
+    assert all(e[-1] == "True" and float(e[3]) >= float(e[1]) for e in events), proc.stdout
+    assert sum(float(e[3]) > 1.2 * float(e[1]) for e in events) >= 3, proc.stdout
