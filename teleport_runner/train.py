@@ -56,6 +56,10 @@ def hydra_main() -> None:
     """Hydra's entry, imported only when a command needs Hydra (``--help`` alone does not: ``cli_help``)."""
     import hydra
 
+    if os.environ.get("TELEPORT_HYDRA_PLAIN") != "1":  # the benchmark's baseline: Hydra unchanged
+        from .hydra_speed import install
+
+        install()
     hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(_task)()
 
 

@@ -445,3 +445,37 @@ def test_threads_auto_uses_one_thread_for_small_steps_and_an_integer_forces():
     assert choose_threads(3, small) == (3, "set by threads")
     with pytest.raises(ConfigError, match="Invalid threads"):
         choose_threads("many", small)
+
+
+def test_a_sweep_composes_one_job_per_shape_before_launching(monkeypatch):
+    """The batch check composes the first job of each shape (keys, and every value that is not a number), so a
+    20-seed sweep composes once before launching, and a sweep over group options composes each option."""
+    from teleport_runner import hydra_speed
+
+    composed = []
+
+    class Loader:
+        def load_sweep_config(self, master_config, sweep_overrides):
+            composed.append(tuple(sweep_overrides))
+
+    class Sweeper:
+        hydra_context, config_loader, config = None, Loader(), None
+
+    seeds = [["experiment=paper_rosenbrock", f"seed={i}", f"optimizer.lr={0.1 * i}"] for i in range(20)]
+    hydra_speed.validate_one_per_shape(Sweeper(), seeds)
+    assert composed == [tuple(seeds[0])]
+    composed.clear()
+    groups = [["experiment=paper_booth", f"optimizer={o}", f"seed={i}"] for o in ("sgd", "nosuch") for i in range(3)]
+    hydra_speed.validate_one_per_shape(Sweeper(), groups)
+    assert composed == [tuple(groups[0]), tuple(groups[3])]
+    composed.clear()
+    hydra_speed.validate_one_per_shape(Sweeper(), [["+extra=1"], ["seed=1"], ["dtype=float32"], ["dtype=float64"]])
+    assert len(composed) == 4  # another key, and string values, are composed each
+
+
+def test_a_bad_group_option_in_a_sweep_is_refused_before_any_job(tmp_path):
+    proc = teleport_train("-m", "experiment=paper_booth", "seed=0,1", "optimizer=sgd,nosuch",
+                          f"hydra.sweep.dir={tmp_path}/s", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "nosuch" in proc.stderr
+    assert not list((tmp_path / "s").rglob("summary.json"))

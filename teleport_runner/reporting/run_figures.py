@@ -14,7 +14,6 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ..logging.jsonl import read_jsonl  # noqa: E402
 from .stats import number  # noqa: E402
@@ -53,14 +52,14 @@ def _context(run_dir: Path) -> tuple[str, dict]:
     """(title: preset, seed, teleport setting; the run's summary) from summary.json and .hydra/."""
     import json
 
-    from omegaconf import OmegaConf
+    from ..config_tree import read_yaml, select
 
     summary, choices = {}, {}
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
         hydra = run_dir / ".hydra" / "hydra.yaml"
         if hydra.exists():
-            choices = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices", default={}) or {}
+            choices = select(read_yaml(hydra), "hydra.runtime.choices") or {}
     except (OSError, ValueError):
         pass
     parts = [f"experiment={choices['experiment']}" if choices.get("experiment") else None,
@@ -72,12 +71,12 @@ def _context(run_dir: Path) -> tuple[str, dict]:
 
 def _is_plain_gd(run_dir: Path, mini_batch: bool) -> bool:
     """SGD without momentum on the full batch: only then is ||grad L||^2 = -dL/dt of the gradient flow."""
-    from omegaconf import OmegaConf
+    from ..config_tree import read_yaml
 
     cfg = run_dir / ".hydra" / "config.yaml"
     if mini_batch or not cfg.exists():
         return False
-    opt = OmegaConf.load(cfg).get("optimizer") or {}
+    opt = (read_yaml(cfg) or {}).get("optimizer") or {}
     return str(opt.get("_target_", "")).endswith("SGD") and not opt.get("momentum")
 
 
@@ -166,6 +165,8 @@ def plot_contour(run_dir: Path, problem, compare: Path | None = None, out: Path 
     x0, x1 = min(bounds[0], pts[:, 0].min()), max(bounds[1], pts[:, 0].max())
     y0, y1 = min(bounds[2], pts[:, 1].min()), max(bounds[3], pts[:, 1].max())
     gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    import torch  # only the contour needs it (the report command does not import torch otherwise)
+
     grid = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=problem.dtype, device=problem.device)
     with torch.no_grad():
         z = torch.func.vmap(lambda p: problem.loss([p], None))(grid).reshape(gx.shape).cpu().numpy()

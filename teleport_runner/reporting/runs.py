@@ -11,9 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from ..config_tree import flatten
+from ..config_tree import flatten, read_yaml, select
 from ..errors import UserError
 from ..logging.jsonl import read_jsonl
 
@@ -112,25 +110,21 @@ def _read_run(run_dir: Path) -> Run:
     summary = json.loads((run_dir / "summary.json").read_text())
     if not isinstance(summary, dict):
         raise ValueError("summary.json is not a JSON object")
-    cfg_file = run_dir / ".hydra" / "config.yaml"
-    config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False) if cfg_file.exists() else {}
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
-    run = Run(run_dir, summary, flatten(config), choices=_choices(run_dir / ".hydra" / "hydra.yaml"),
+    hydra_dir = run_dir / ".hydra"
+    config = (read_yaml(hydra_dir / "config.yaml") or {}) if (hydra_dir / "config.yaml").exists() else {}
+    overrides = read_yaml(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").exists() else []
+    hydra = (read_yaml(hydra_dir / "hydra.yaml") or {}) if (hydra_dir / "hydra.yaml").exists() else None
+    run = Run(run_dir, summary, flatten(config), choices=_choices(hydra),
               overrides=[str(o) for o in overrides or []])
-    if (run_dir / ".hydra" / "hydra.yaml").exists():
-        direction = OmegaConf.select(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml"), "hydra.sweeper.direction",
-                                     default=None)
-        run.direction = str(direction[0] if isinstance(direction, (list, tuple)) or type(direction).__name__ ==
-                            "ListConfig" else direction or "minimize")
+    if hydra is not None:
+        direction = select(hydra, "hydra.sweeper.direction")
+        run.direction = str(direction[0] if isinstance(direction, list) else direction or "minimize")
     return run
 
 
-def _choices(hydra_file: Path) -> dict:
+def _choices(hydra) -> dict:
     """The option of each config group the run was composed from, as Hydra recorded it (empty if unknown)."""
-    if not hydra_file.exists():
-        return {}
-    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices", default=None) or {}
+    choices = select(hydra, "hydra.runtime.choices") or {}
     return {str(k): str(v) for k, v in choices.items() if v is not None}
 
 
