@@ -10,9 +10,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_of
 from .base import Batch
 from .mlp import NetworkProblem
+
+INITS = ("uniform01", "official", "default")
 
 
 class MLPRegression(NetworkProblem):
@@ -23,7 +25,10 @@ class MLPRegression(NetworkProblem):
         n_samples: rows of X and Y (paper: 4).
         activation, slope: hidden activation (paper: leaky_relu, 0.1).
         bias: add biases (paper: none).
-        init: ``uniform01`` (the paper: every entry U[0, 1)) or ``default`` (nn.Linear's).
+        init: ``uniform01`` (the paper: every entry U[0, 1)), ``official`` (the same distribution drawn as the
+            official 2022 script draws it: float32 from ``torch.manual_seed(seed)``, weights W1, W2, ... first, then X
+            and Y in its features x samples layout; its 5 runs use seeds n*n*12345, n = 0..4) or ``default``
+            (nn.Linear's).
     """
 
     name = "mlp_regression"
@@ -32,15 +37,28 @@ class MLPRegression(NetworkProblem):
                  slope: float = 0.1, bias: bool = False, init: str = "uniform01"):
         if int(n_samples) < 1:
             raise ConfigError(f"Invalid problem.n_samples: {n_samples!r}; it must be a positive integer.")
-        if init not in ("uniform01", "default"):
-            raise ConfigError(f"Invalid problem.init: {init!r}. Valid values: uniform01, default.")
+        if init not in INITS:
+            raise one_of("problem.init", init, INITS)
+        if init == "official" and bias:
+            raise ConfigError("problem.init=official draws the official script's bias-free network; use "
+                              "problem.bias=false or problem.init=uniform01.")
         self._init_network(dims, activation, slope, bias)
         self.n_samples, self.init = int(n_samples), init
 
     def setup(self, device, dtype, seed) -> None:
         super().setup(device, dtype, seed)
-        # One CPU float64 stream: data first, then weights, so a seed means the same problem everywhere.
+        # One CPU stream (float64: data first, then weights; official: its order in float32), so a seed means the
+        # same problem everywhere.
         gen = torch.Generator().manual_seed(int(seed))
+        if self.init == "official":
+            self._official_draws(gen)
+        else:
+            self._uniform_draws(gen)
+        cast = lambda t: t.to(device=self.device, dtype=dtype)  # noqa: E731
+        self.x, self.y = cast(self.x64), cast(self.y64)
+        self._holdout = tuple(cast(t) for t in self.holdout64)
+
+    def _uniform_draws(self, gen: torch.Generator) -> None:
         draw = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64, device="cpu")  # noqa: E731
         self.x64, self.y64 = draw(self.n_samples, self.sizes[0]), draw(self.n_samples, self.sizes[-1])
         if self.init == "uniform01":
@@ -53,9 +71,14 @@ class MLPRegression(NetworkProblem):
             self._init64 = [p.detach().double() for p in self.uniform_init(gen)]
         # A second batch of the same distribution: how far a data-dependent teleport moved f off its batch.
         self.holdout64 = (draw(self.n_samples, self.sizes[0]), draw(self.n_samples, self.sizes[-1]))
-        cast = lambda t: t.to(device=self.device, dtype=dtype)  # noqa: E731
-        self.x, self.y = cast(self.x64), cast(self.y64)
-        self._holdout = tuple(cast(t) for t in self.holdout64)
+
+    def _official_draws(self, gen: torch.Generator) -> None:
+        """The official script's stream (float32 torch.rand, the global generator's algorithm): W_i (out, in) for
+        every layer, then X (features, samples) and Y (outputs, samples), transposed here; a holdout batch after."""
+        draw = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float32).double()  # noqa: E731
+        self._init64 = [draw(fan_out, fan_in) for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:])]
+        self.x64, self.y64 = draw(self.sizes[0], self.n_samples).T, draw(self.sizes[-1], self.n_samples).T
+        self.holdout64 = (draw(self.sizes[0], self.n_samples).T, draw(self.sizes[-1], self.n_samples).T)
 
     def init_params(self) -> list[Tensor]:
         return [p.to(device=self.device, dtype=self.dtype).clone().requires_grad_(True) for p in self._init64]

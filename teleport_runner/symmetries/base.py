@@ -22,7 +22,12 @@ Coords = list[Tensor]
 def autograd_grad_norm_sq(problem: Problem, symmetry: "Symmetry", xi: Coords, params: list[Tensor], batch: Batch,
                           ctx: Any, create_graph: bool) -> Tensor:
     """||grad_w' L(w')||^2 at w' = g(xi)·w by autograd; differentiable in xi when ``create_graph``."""
-    w_new = symmetry.act(xi, params, ctx)
+    return grad_norm_sq_at(problem, symmetry.act(xi, params, ctx), batch, create_graph)
+
+
+def grad_norm_sq_at(problem: Problem, w_new: list[Tensor], batch: Batch, create_graph: bool) -> Tensor:
+    """||grad L||^2 at parameters ``w_new`` that are functions of group coordinates (differentiable in them when
+    ``create_graph``)."""
     # Differentiate w.r.t. every new parameter: those the action leaves alone (other layers, a last bias)
     # are plain tensors and become leaves; when only the value is needed, all of them do.
     w_new = [w if create_graph and w.requires_grad else w.detach().requires_grad_(True) for w in w_new]

@@ -16,14 +16,16 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, SymmetryMismatch, one_of
-from .base import Symmetry
+from .base import Symmetry, grad_norm_sq_at
 from .batch_objective import ClosedFormObjective
 from .gl_elements import span_basis
+from .gl_official import official_pass
 from .gl_pairs import GLPairSymmetry
 from .layer_pairs import SUBGROUPS, inverse_activation
 
 
 INVERSES = ("exact", "first_order")
+FORMS = ("minimal", "paper", "official")
 
 
 def _split(params, problem, m):
@@ -115,6 +117,9 @@ class GLData(_BatchPairAction):
     moves by O(||T||^2); 39-98% inside an official regression teleport), so a run must open the guard explicitly
     (``teleport.max_rel_drift=inf``) and every event says ``exact_action: false``. The ascent objective is then the
     generic autograd one (the closed form assumes an exact action).
+    ``form: official`` (with ``inverse: first_order``, ``parametrization: linear`` and ``teleport.compound=true``) is
+    the official code's whole move, its activations and pseudo-inverses included (``gl_official.py``): the
+    published regression numbers come from it.
     """
 
     name = "gl_data"
@@ -126,10 +131,17 @@ class GLData(_BatchPairAction):
     def __init__(self, pairs=None, parametrization: str = "exp", form: str = "minimal", subgroup: str = "full",
                  inverse: str = "exact"):
         super().__init__(pairs, parametrization, subgroup)
-        if form not in ("minimal", "paper"):
-            raise SymmetryMismatch(f"Invalid symmetry.form: {form!r}. Valid values: minimal, paper.")
+        if form not in FORMS:
+            raise one_of("symmetry.form", form, FORMS)
         if inverse not in INVERSES:
             raise one_of("symmetry.inverse", inverse, INVERSES)
+        if form == "official" and (inverse, parametrization, subgroup) != ("first_order", "linear", "full"):
+            raise ConfigError(
+                "symmetry.form=official is the official 2022 code's move as it runs: g = I + T moved additively, "
+                "on all of GL(d), with W (I - T) for W g^-1. It needs symmetry.inverse=first_order "
+                "symmetry.parametrization=linear symmetry.subgroup=full (got "
+                f"{inverse}, {parametrization}, {subgroup}). For an exact compounding teleport use form=minimal "
+                "with teleport.compound=true.")
         self.form, self.inverse = form, inverse
         self.exact = inverse == "exact"
 
@@ -143,6 +155,11 @@ class GLData(_BatchPairAction):
                 f"(teleport.max_rel_drift={getattr(teleporter, 'max_rel_drift', None)!r}). To reproduce the "
                 "published numbers, open the guard explicitly with teleport.max_rel_drift=inf (every drift is still "
                 "measured and logged); otherwise use symmetry.inverse=exact.")
+        if self.form == "official" and not getattr(teleporter, "compound", False):
+            raise ConfigError(
+                "symmetry.form=official is one step of the official teleport, re-based on the weights after every "
+                "ascent step; it needs teleport=gradient_ascent with teleport.compound=true (every step starts at "
+                "T = 0, as the official code's).")
 
     def bind(self, problem) -> None:
         super().bind(problem)
@@ -185,11 +202,15 @@ class GLData(_BatchPairAction):
         return self.form == "minimal" and self.exact
 
     def grad_norm_sq(self, xi, params, batch, ctx, create_graph: bool = True):
+        if self.form == "official":  # the official objective pass (its own activations and pseudo-inverses)
+            return grad_norm_sq_at(self.problem, official_pass(self, xi, params, ctx, True), batch, create_graph)
         if not self.uses_closed_form:  # eq. 8 replaces W_m outside the batch's span too: the generic objective
             return Symmetry.grad_norm_sq(self, xi, params, batch, ctx, create_graph)
         return super().grad_norm_sq(xi, params, batch, ctx, create_graph)
 
     def act(self, xi, params, ctx):
+        if self.form == "official":
+            return official_pass(self, xi, params, ctx, False)
         p = self.problem
         out = list(params)
         for T, m in zip(xi, self.pairs):

@@ -27,7 +27,7 @@ from .state import STATE_POLICIES, apply_state_policy
 #: Settings of any solver. A preset tunes the solver it names (``teleport.lr=...``); when the user then swaps
 #: the solver (``teleport=none``) those keys stay in the merged config, so every solver tolerates the others'
 #: settings. Anything else is a typo and is rejected (Hydra already rejects unknown keys on the command line).
-SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "samples", "scale",
+SOLVER_SETTINGS = {"steps", "lr", "init", "init_scale", "max_group_norm", "compound", "samples", "scale",
                    "rho", "tol", "max_backtracks", "sublevel"}
 #: The guard's and the objective's settings, which every solver takes (``objectives.py``).
 GUARD_SETTINGS = {"max_rel_drift", "optimizer_state", "batches", "batch_size", "objective", "direction", "radii",

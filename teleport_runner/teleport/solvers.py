@@ -28,10 +28,17 @@ class GradientAscent(TeleportSolver):
     the coordinates' norm, or for multiplicative ``exp`` steps the summed norms of the steps taken from the
     start), and returns the best iterate seen, so a teleport never picks a worse point on its own path than one
     it already evaluated.
+
+    ``compound=True`` is the official 2022 code's ascent instead: every step starts at the identity of the orbit
+    of the current weights, moves by ``lr`` times the direction there, and applies that element at once
+    (w <- g_k·w, the symmetry re-prepared at w), so the moves compound; the teleport ends at the last point (no
+    best-iterate choice), and ``max_group_norm`` bounds each step's element. With an exact action this is an
+    exact teleport too (a product of group elements); with ``gl_data`` ``form: official`` it is the official one.
+    The event adds ``path_loss``, the teleport batch's loss after each step.
     """
 
     def __init__(self, steps: int = 10, lr: float = 0.1, init: str = "identity", init_scale: float = 1.0,
-                 max_group_norm: float | None = None, **guard):
+                 max_group_norm: float | None = None, compound: bool = False, **guard):
         super().__init__(**guard)
         if int(steps) < 1:
             raise ConfigError(f"Invalid teleport.steps: {steps!r}; it must be a positive integer.")
@@ -47,6 +54,31 @@ class GradientAscent(TeleportSolver):
                               "or null for none.")
         self.steps, self.lr, self.init, self.init_scale = int(steps), float(lr), init, float(init_scale)
         self.max_group_norm = max_group_norm
+        self.compound = bool(compound)
+        if self.compound and init != "identity":
+            raise ConfigError("teleport.compound=true starts every ascent step at the identity of the current "
+                              f"weights' orbit; teleport.init={init!r} does not apply. Use teleport.init=identity.")
+        if self.compound and self.optimizer_state == "transform":
+            raise ConfigError("teleport.optimizer_state=transform needs the one group element a teleport applied; "
+                              "with teleport.compound=true it applies one per ascent step. Use keep or reset.")
+
+    def propose(self, problem, symmetry, params, batch, generator) -> Proposal:
+        """Compounding (``compound``): one element per ascent step, each applied to the weights the last one left."""
+        if not self.compound:
+            return super().propose(problem, symmetry, params, batch, generator)
+        w, path = list(params), []
+        for _ in range(self.steps):
+            self.check_stop()
+            ctx = symmetry.prepare(w, batch)
+            start = symmetry.identity(w, ctx)
+            direction = self.bind_objective(problem, symmetry, w, batch, ctx, generator).score_and_direction(start)[1]
+            with torch.no_grad():
+                step = list(torch._foreach_mul(direction, self.lr))
+                if self.max_group_norm is not None:
+                    step = _clip(step, self.max_group_norm)[0]
+                w = [t.detach() for t in symmetry.act(symmetry.retract(start, step, ctx), w, ctx)]
+                path.append(problem.loss(w, batch))
+        return Proposal(w, info={"path_loss": torch.stack(path).tolist()})
 
     def search(self, problem, symmetry, params, batch, ctx, generator, target=None) -> Coords:
         target = self.bind_objective(problem, symmetry, params, batch, ctx, generator, target)
