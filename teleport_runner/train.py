@@ -57,7 +57,7 @@ def hydra_main() -> None:
     import hydra
 
     if os.environ.get("TELEPORT_HYDRA_PLAIN") != "1":  # the benchmark's baseline: Hydra unchanged
-        from .hydra_speed import install
+        from .hydra_patches import install
 
         install()
     hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")(_task)()

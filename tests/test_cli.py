@@ -136,3 +136,20 @@ def test_version_and_the_module_entry_point(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_teleports"] == 1
+
+
+@pytest.mark.parametrize("override, words", [
+    ("optimizer=nosuch", ["'optimizer/nosuch'", "Available options in 'optimizer': adagrad, adam, momentum, rmsprop, sgd."]),
+    ("nosuchkey=1", ["Could not override 'nosuchkey'", "+nosuchkey=1"]),
+    ("seed=[1,", ["no viable alternative at input '[1,'"]),
+])
+def test_hydra_config_errors_are_one_paragraph_and_refused(tmp_path, override, words):
+    """Hydra's own errors (a bad group option, key or override) read like every other refusal: one ``Error:``
+    line naming the value and what is valid, no search path, no traceback hint, exit 2, nothing written."""
+    proc = run_cli(override, f"hydra.run.dir={tmp_path}/run")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "search path" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

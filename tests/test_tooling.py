@@ -450,7 +450,7 @@ def test_threads_auto_uses_one_thread_for_small_steps_and_an_integer_forces():
 def test_a_sweep_composes_one_job_per_shape_before_launching(monkeypatch):
     """The batch check composes the first job of each shape (keys, and every value that is not a number), so a
     20-seed sweep composes once before launching, and a sweep over group options composes each option."""
-    from teleport_runner import hydra_speed
+    from teleport_runner import hydra_patches as hydra_speed
 
     composed = []
 
