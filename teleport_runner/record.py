@@ -10,7 +10,7 @@ Its rules, one mechanism each:
   a dead pid) never blocks.
 - **Nothing changes before the run starts for real.** Every check (config values, the checkpoint's
   fingerprint, the folder's state) runs before ``begin``; a command refused by any of them writes nothing into
-  the folder. ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
+  the folder (its lock file is removed again, and the CLI removes a run folder Hydra made for it alone). ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
 - **A finished run's folder is not reused silently.** A new run (no ``resume``) into a folder that already
   holds results is refused: continue it with ``resume=true`` or choose another folder.
 - **The summary is written first, atomically.** ``finish`` writes summary.json (temporary file and rename)
@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import ConfigError, RecordWriteError, describe_os_error
@@ -54,6 +54,7 @@ class RunRecord:
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self._fd: int | None = None
+        self.began = False
 
     @contextmanager
     def lock(self):
@@ -62,16 +63,20 @@ class RunRecord:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(path)
-            os.close(fd)
-            raise RunFolderBusy(f"The run folder {self.run_dir} is in use by another run ({holder}). A folder "
-                                "belongs to one live run: wait for it to end, or choose another folder "
-                                "(leave out hydra.run.dir for a new timestamped one).") from None
-        self._fd = fd
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(path)
+                os.close(fd)
+                raise RunFolderBusy(f"The run folder {self.run_dir} is in use by another run ({holder}). A folder "
+                                    "belongs to one live run: wait for it to end, or choose another folder "
+                                    "(leave out hydra.run.dir for a new timestamped one).") from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # a refused command removed the file between our open and our lock: take the new one
+        self._fd, self.began = fd, False
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
         try:
@@ -83,6 +88,9 @@ class RunRecord:
             yield self
         finally:
             self._fd = None
+            if not self.began:  # refused before the run started: the folder is left as it was found
+                with suppress(OSError):
+                    path.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
@@ -108,6 +116,7 @@ class RunRecord:
     def begin(self, config_yaml: str, hydra_files: dict[str, str] | None = None) -> None:
         """The run starts for real: write ``.hydra/`` (config.yaml, and Hydra's hydra.yaml and overrides.yaml
         when given). Before this, the folder's record is untouched."""
+        self.began = True
         folder = self.run_dir / ".hydra"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -120,6 +129,13 @@ class RunRecord:
     def finish(self, summary: dict) -> None:
         """summary.json, atomically (``RecordWriteError`` when the disk refuses it)."""
         write_summary(self.run_dir, summary)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _holder(path: Path) -> str:

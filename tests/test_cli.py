@@ -153,3 +153,18 @@ def test_hydra_config_errors_are_one_paragraph_and_refused(tmp_path, override, w
     assert all(w in lines[0] for w in words), lines[0]
     assert "search path" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_command_leaves_no_folder_and_no_lock(tmp_path):
+    """A refused command writes nothing: the run folder Hydra made for it is removed again, a lock file it held
+    is removed, and a folder the user made beforehand stays (empty, as it was)."""
+    for override in ("optimizer.lr=-1", "resume=true"):
+        proc = run_cli(override, f"hydra.run.dir={tmp_path}/new")
+        assert proc.returncode == 2 and proc.stderr.startswith("Error:"), proc.stderr
+        assert not (tmp_path / "new").exists(), list((tmp_path / "new").iterdir())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    proc = run_cli("resume=true", f"hydra.run.dir={mine}")
+    assert proc.returncode == 2 and mine.is_dir() and not list(mine.iterdir())
+    proc = run_cli("optimizer.lr=-1", cwd=mine)  # the default timestamped folder
+    assert proc.returncode == 2 and not list((mine / "outputs" / "runs").iterdir())
