@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
 from torch.overrides import TorchFunctionMode
 
 import teleport_runner
 from teleport_runner import CONFIG_DIR
 from teleport_runner.runner import run
+
+#: Property-based tests draw the same examples on every run (a CI run never meets a case no run here met) and keep
+#: no example database (.hypothesis/ in the current folder would replay an old failure in one checkout only).
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = str(Path(teleport_runner.__file__).parent)
