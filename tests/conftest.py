@@ -53,6 +53,14 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=["logger=jsonl", "plots=false", *overrides])
 
 
+@pytest.fixture(autouse=True)
+def _no_full_errors(monkeypatch):
+    """HYDRA_FULL_ERROR=1 in a developer's shell turns the one-line errors the tests expect into tracebacks, in
+    this process and in every child that inherits os.environ: each test starts without it (a test wanting it sets
+    it itself)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+
 @pytest.fixture
 def run_config(tmp_path):
     """Run the composed config in-process; returns (summary, run_dir)."""
