@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import settings
 from torch.overrides import TorchFunctionMode
 
 import teleport_runner
 from teleport_runner import CONFIG_DIR
 from teleport_runner.runner import run
+
+#: Property-based tests draw the same examples on every run (a CI run never meets a case no run here met) and keep
+#: no example database (.hypothesis/ in the current folder would replay an old failure in one checkout only).
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = str(Path(teleport_runner.__file__).parent)
@@ -45,6 +51,14 @@ def compose_cfg(*overrides: str):
     """The config `teleport-train OVERRIDES` would run, with quiet logging and no plots by default."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=["logger=jsonl", "plots=false", *overrides])
+
+
+@pytest.fixture(autouse=True)
+def _no_full_errors(monkeypatch):
+    """HYDRA_FULL_ERROR=1 in a developer's shell turns the one-line errors the tests expect into tracebacks, in
+    this process and in every child that inherits os.environ: each test starts without it (a test wanting it sets
+    it itself)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
 
 
 @pytest.fixture

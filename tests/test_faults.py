@@ -140,23 +140,35 @@ def test_a_signal_before_the_run_starts_writes_nothing(tmp_path):
 
 
 def test_a_teleport_stops_within_a_second_of_sigterm(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "teleport_runner.train", "teleport.steps=1000000000000",
-                             "schedule.offset=0", *QUIET, f"hydra.run.dir={tmp_path}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / ".hydra" / "config.yaml").exists():
+    """SIGTERM inside the first teleport's ascent (a child that says so: it touches ``ascent`` at its first ascent
+    step, so the signal never lands in the start-up instead, whatever the machine's load)."""
+    marker = tmp_path / "ascent"
+    code = ("import pathlib, sys\n"
+            "from teleport_runner.teleport.base import TeleportSolver\n"
+            "check_stop = TeleportSolver.check_stop\n"
+            "def check_stop_and_say_so(self):\n"
+            f"    pathlib.Path({str(marker)!r}).touch()\n"
+            "    return check_stop(self)\n"
+            "TeleportSolver.check_stop = check_stop_and_say_so\n"
+            "sys.argv = ['teleport-train', 'teleport.steps=1000000000000', 'schedule.offset=0', "
+            f"*{list(QUIET)!r}, 'hydra.run.dir={tmp_path / 'run'}']\n"
+            "from teleport_runner.train import main\nmain()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120  # start-up on a loaded box; only guards against a hang
+    while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(1.0)  # inside the first teleport's ascent by now
+        time.sleep(0.01)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    while not (tmp_path / "summary.json").exists() and time.monotonic() - sent < 30:
+    while not (tmp_path / "run" / "summary.json").exists() and time.monotonic() - sent < 30:
         time.sleep(0.01)
     stopped = time.monotonic() - sent  # the teleport rolled back, the checkpoint and summary written
     _, stderr = proc.communicate(timeout=60)
     assert stopped < 1.5, f"the teleport took {stopped:.2f} s to stop"  # 1 s, with room for a loaded 2-core box
-    assert proc.returncode == 143 and "Traceback" not in stderr
-    summary = summary_of(tmp_path)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "during a teleport" in stderr, stderr  # stopped in the ascent, not before it
+    summary = summary_of(tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["n_teleports"] == 0 and summary["steps_done"] == 0
 
 

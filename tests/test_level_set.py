@@ -48,7 +48,11 @@ def test_so2_action_keeps_loss_float32(x1, x2, theta):
     x = torch.tensor([x1, x2], dtype=torch.float32)
     drift, loss = rel_change(problem, symmetry, x, [torch.tensor(theta)])
     if loss > 1e-2:
-        assert drift < 1e-5
+        # float32 rounds x and Booth's residuals (x1 + 2 x2 - 7, ...) to ~eps |x|: the loss moves by
+        # ~eps |grad L| |x| ~ eps sqrt(L), a relative drift ~eps / sqrt(L) that grows near the minimum (1.05e-5 at
+        # x = (1.0652, 2.9041), theta = -1.9577, L = 0.0172). The bound: 1e-5, plus that rounding term.
+        eps = torch.finfo(torch.float32).eps
+        assert drift < 1e-5 + 64 * eps / math.sqrt(loss), (drift, loss)
 
 
 @settings(max_examples=30, deadline=None)

@@ -371,7 +371,11 @@ def test_bench_script_writes_ratios(tmp_path):
     assert result["ascent_settings"] == {"rosenbrock": {"preset": "paper_rosenbrock", "lr": 0.1,
                                                         "max_group_norm": None}}
     ratios = [result["descent_vs_plain"]["rosenbrock"], result["ascent_step_cost"]["rosenbrock/level_set"]]
-    assert all(math.isfinite(r) for r in ratios) and ratios[0] > 0  # a marginal ascent cost can dip below 0 in noise
+    # Each ratio is a difference of two wall times ((t(2n) - t(n)) / n) over a tiny workload: either sign can come
+    # out in noise (descent_vs_plain = -0.03 here, on a loaded 2-core box), so the arithmetic is checked, not the sign.
+    assert all(math.isfinite(r) for r in ratios)
+    steps = result["step_time_s"]["rosenbrock"]
+    assert ratios[0] == pytest.approx(steps["plain"] / steps["runner"])  # plain / runner, one repeat
     assert result["threads"] == 1  # set explicitly: the default threads make timings on a shared box noisy
     # next to each median, the smallest and largest per-repeat ratio (one repeat here: both equal the median)
     spreads = [result["spread"]["descent_vs_plain"]["rosenbrock"],
