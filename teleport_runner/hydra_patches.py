@@ -6,7 +6,8 @@ refusal does, ``Error: ...`` in one paragraph that names the value and what is v
 'optimizer/nosuch'. Available options in 'optimizer': adagrad, adam, momentum, rmsprop, sgd.`` Anything that is
 not a config error, and every error under ``HYDRA_FULL_ERROR=1``, goes to Hydra's own handler unchanged.
 
-**The batch check in a sweep composes one job per shape** (docs/performance.md). The basic sweeper composes every job twice: once to check the batch before launching any job, once to run it.
+**The batch check in a sweep composes one job per shape** (docs/performance.md). The basic sweeper composes
+every job twice: once to check the batch before launching any job, once to run it.
 A composition of a preset takes ~0.13 s here, a fifth of a ``paper_rosenbrock`` job. ``validate_one_per_shape``
 composes the first job of each *shape*: the override keys, with every value that is not a plain number (so every
 config group choice, ``experiment=...``, ``optimizer=...``). Jobs of one shape differ only in numbers, which cannot

@@ -10,7 +10,8 @@ Its rules, one mechanism each:
   a dead pid) never blocks.
 - **Nothing changes before the run starts for real.** Every check (config values, the checkpoint's
   fingerprint, the folder's state) runs before ``begin``; a command refused by any of them writes nothing into
-  the folder (its lock file is removed again, and the CLI removes a run folder Hydra made for it alone). ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
+  the folder (its lock file is removed again, and the CLI removes a run folder Hydra made for it alone).
+  ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
 - **A finished run's folder is not reused silently.** A new run (no ``resume``) into a folder that already
   holds results is refused: continue it with ``resume=true`` or choose another folder.
 - **The summary is written first, atomically.** ``finish`` writes summary.json (temporary file and rename)

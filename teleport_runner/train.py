@@ -145,7 +145,8 @@ def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: flo
         if multirun:
             traceback.print_exc()
         print(f"Error: the run failed ({type(exc).__name__}: {first_line(exc)})."
-              + (" Its summary.json says so;" if _summary_written(run_dir, started) else "") + " Set HYDRA_FULL_ERROR=1 to see the traceback.",
+              + (" Its summary.json says so;" if _summary_written(run_dir, started) else "")
+              + " Set HYDRA_FULL_ERROR=1 to see the traceback.",
               file=sys.stderr)
         outcome, error = "failed", exc
     summary = {"status": "failed"}

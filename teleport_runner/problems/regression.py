@@ -75,7 +75,9 @@ class MLPRegression(NetworkProblem):
     def _official_draws(self, gen: torch.Generator) -> None:
         """The official script's stream (float32 torch.rand, the global generator's algorithm): W_i (out, in) for
         every layer, then X (features, samples) and Y (outputs, samples), transposed here; a holdout batch after."""
-        draw = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float32).double()  # noqa: E731
+        def draw(*shape):
+            return torch.rand(*shape, generator=gen, dtype=torch.float32, device="cpu").double()
+
         self._init64 = [draw(fan_out, fan_in) for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:])]
         self.x64, self.y64 = draw(self.sizes[0], self.n_samples).T, draw(self.sizes[-1], self.n_samples).T
         self.holdout64 = (draw(self.sizes[0], self.n_samples).T, draw(self.sizes[-1], self.n_samples).T)
