@@ -14,6 +14,7 @@ gradient). Which form a pair uses, and how the ascent moves it, is ``layer_pairs
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -25,16 +26,37 @@ def group_element(T: Tensor) -> Tensor:
     return torch.eye(T.shape[0], device=T.device, dtype=T.dtype) + T
 
 
+#: Set while nested forward-mode AD runs through the action (``forward_ad_safe``): the curvature objective.
+_NESTED_FORWARD_AD = False
+
+
+@contextmanager
+def forward_ad_safe():
+    """Within this block ``right_divide`` takes the path that nested forward AD differentiates correctly."""
+    global _NESTED_FORWARD_AD
+    previous, _NESTED_FORWARD_AD = _NESTED_FORWARD_AD, True
+    try:
+        yield
+    finally:
+        _NESTED_FORWARD_AD = previous
+
+
 def right_divide(W: Tensor, g: Tensor) -> Tensor:
-    """W g^-1, exactly, by one LU solve (cheaper than forming g^-1, and its backward is one more solve).
+    """W g^-1, exactly, by one LU solve (cheaper than forming g^-1).
 
     Never the first-order stand-in W (I - T) for W (I + T)^-1: that leaves the level set (docs/results.md).
-    ``lu_factor_ex`` does not raise on a singular g: the result is then non-finite or far off the level set, and
-    the teleport guard rejects it, instead of an exception in the middle of a teleport. An explicit factor-then-
-    solve rather than ``linalg.solve``: same cost, but torch 2.13's ``solve`` drops a second-order term under
-    nested forward AD (pytorch/pytorch#196695), which the curvature objective differentiates through."""
-    lu, pivots, _ = torch.linalg.lu_factor_ex(g)
-    return torch.linalg.lu_solve(lu, pivots, W, left=False)
+    The ``_ex`` forms do not raise on a singular g: the result is then non-finite or far off the level set, and
+    the teleport guard rejects it, instead of an exception in the middle of a teleport.
+
+    Two paths, the same value. ``linalg.solve_ex``: its backward is one more solve with the same LU. Under
+    nested forward AD (``forward_ad_safe``, the curvature objective) torch 2.13's ``solve`` drops a second-order
+    term (pytorch/pytorch#196695), so there an explicit ``lu_factor_ex`` + ``lu_solve``, whose backward goes
+    through the factorization: on GL(512) an ascent step measured ~90 ms against ~10 ms with ``solve_ex``
+    (``scripts/bench.py``, ``gl_data[linear]``)."""
+    if _NESTED_FORWARD_AD:
+        lu, pivots, _ = torch.linalg.lu_factor_ex(g)
+        return torch.linalg.lu_solve(lu, pivots, W, left=False)
+    return torch.linalg.solve_ex(g, W, left=False)[0]
 
 
 def group_matrices(T: Tensor) -> tuple[Tensor, Tensor]:

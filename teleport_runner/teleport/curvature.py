@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.func import jvp
 
 from ..errors import ConfigError
+from ..symmetries.gl_elements import forward_ad_safe
 from .objectives import Objective, Target, unit_draws
 
 
@@ -31,7 +32,8 @@ def derivatives(curve, dtype, device) -> tuple[Tensor, Tensor]:
     """(gamma'(0), gamma''(0)) of ``curve`` (a function of the scalar t returning a flat tensor), by nested jvp."""
     zero = torch.zeros((), dtype=dtype, device=device)
     one = torch.ones((), dtype=dtype, device=device)
-    return jvp(lambda t: jvp(curve, (t,), (one,))[1], (zero,), (one,))
+    with forward_ad_safe():
+        return jvp(lambda t: jvp(curve, (t,), (one,))[1], (zero,), (one,))
 
 
 class CurvatureTarget(Target):
