@@ -168,3 +168,23 @@ def test_a_refused_command_leaves_no_folder_and_no_lock(tmp_path):
     assert proc.returncode == 2 and mine.is_dir() and not list(mine.iterdir())
     proc = run_cli("optimizer.lr=-1", cwd=mine)  # the default timestamped folder
     assert proc.returncode == 2 and not list((mine / "outputs" / "runs").iterdir())
+
+
+def test_errors_that_are_not_config_errors_still_reach_hydras_handler(capsys):
+    """The one-paragraph wrapper handles Hydra's config errors only; anything else raised under Hydra's
+    ``run_and_report`` (an OSError making a run folder, a plugin's error) goes to Hydra's own handler as before:
+    reported, exit 1 (which main maps to 2 when no job started), never an uncaught exception."""
+    import hydra._internal.utils as hydra_utils
+
+    from teleport_runner.hydra_patches import _config_errors_in_one_paragraph
+
+    hydras = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+    run_and_report = _config_errors_in_one_paragraph(hydras)
+
+    def fails():
+        raise RuntimeError("not a config error")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_and_report(fails)
+    assert exit_.value.code == 1 and "not a config error" in capsys.readouterr().err
+    assert run_and_report(lambda: 7) == 7
