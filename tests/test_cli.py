@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_jsonl, run_cli
+from conftest import one_line_error, QUIET, read_jsonl, run_cli
 
 
 def test_overrides_reach_the_run(tmp_path):
@@ -188,3 +188,15 @@ def test_errors_that_are_not_config_errors_still_reach_hydras_handler(capsys):
         run_and_report(fails)
     assert exit_.value.code == 1 and "not a config error" in capsys.readouterr().err
     assert run_and_report(lambda: 7) == 7
+
+
+def test_an_output_folder_name_the_os_refuses_is_refused_not_a_crash(tmp_path):
+    """A run folder whose name the OS refuses (too long) is a refused command, exit 2, nothing written; the
+    pre-checks (the folders that existed, the write check) never crash on it."""
+    long = "a" * 300
+    proc = run_cli(f"hydra.run.dir={tmp_path}/{long}", *QUIET)
+    assert proc.returncode == 2, proc.stderr
+    assert one_line_error(proc).startswith("Error: the output folder")
+    proc = run_cli(f"hydra.run.dir={tmp_path}/x${{seed}}{long}", *QUIET)  # known only once Hydra resolves it
+    assert proc.returncode == 2, proc.stderr
+    assert not list(tmp_path.iterdir())
