@@ -84,13 +84,16 @@ def _config_errors_in_one_paragraph(original):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        try:
-            return func()
-        except (HydraException, OmegaConfBaseException) as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"Error: {one_paragraph(exc)}", file=sys.stderr)
-            sys.exit(1)
+        def config_errors_in_one_paragraph():
+            try:
+                return func()
+            except (HydraException, OmegaConfBaseException) as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"Error: {one_paragraph(exc)}", file=sys.stderr)
+                sys.exit(1)
+
+        return original(config_errors_in_one_paragraph)  # any other error: Hydra's own handler, as before
 
     run_and_report.__wrapped__ = original
     return run_and_report

@@ -10,7 +10,8 @@ Its rules, one mechanism each:
   a dead pid) never blocks.
 - **Nothing changes before the run starts for real.** Every check (config values, the checkpoint's
   fingerprint, the folder's state) runs before ``begin``; a command refused by any of them writes nothing into
-  the folder (its lock file is removed again, and the CLI removes a run folder Hydra made for it alone).
+  the folder (a lock file it made is removed again, one it found is put back as it was, and the CLI removes a
+  run folder Hydra made for it alone).
   ``begin`` then writes ``.hydra/`` (Hydra itself is told not to: ``hydra.output_subdir: null``).
 - **A finished run's folder is not reused silently.** A new run (no ``resume``) into a folder that already
   holds results is refused: continue it with ``resume=true`` or choose another folder.
@@ -65,7 +66,13 @@ class RunRecord:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK_NAME
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # O_EXCL: whether this command made the file (then a refusal removes it again)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    fd = os.open(path, os.O_RDWR)
+                except FileNotFoundError:
+                    continue  # a refused command removed it between our two opens
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -78,6 +85,11 @@ class RunRecord:
                 break
             os.close(fd)  # a refused command removed the file between our open and our lock: take the new one
         self._fd, self.began = fd, False
+        found = os.fstat(fd)  # a finished run's lock file says who ran it: a refusal puts it back as it was
+        try:
+            previous = os.pread(fd, found.st_size, 0) if found.st_size else b""
+        except OSError:
+            previous = b""
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
         try:
@@ -91,7 +103,12 @@ class RunRecord:
             self._fd = None
             if not self.began:  # refused before the run started: the folder is left as it was found
                 with suppress(OSError):
-                    path.unlink()
+                    if previous:
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, previous, 0)
+                        os.utime(fd, ns=(found.st_atime_ns, found.st_mtime_ns))
+                    else:
+                        path.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

@@ -202,11 +202,21 @@ def unwritable_output_dir(argv: list[str]) -> str | None:
     for raw in named_output_dirs(argv) or ["outputs"]:
         path = Path(raw.split("${", 1)[0] or ".")  # the fixed part before a ${now:...} interpolation
         existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        try:
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+        except OSError:  # a name the OS refuses (too long)
+            return raw
         if not can_create_folder_in(existing):  # also false where a file stands in the path
             return raw
     return None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name the OS refuses (too long): not a folder that exists
+        return False
 
 
 def can_create_folder_in(folder: Path) -> bool:
@@ -234,7 +244,7 @@ def main() -> None:
         print(f"Error: {keyless[0]!r} is not an override: write key=value (teleport-train --help lists the keys).",
               file=sys.stderr)
         sys.exit(2)
-    PREEXISTING.update(Path(p).resolve() for p in named_output_dirs(sys.argv[1:]) if Path(p).is_dir())
+    PREEXISTING.update(Path(p).resolve() for p in named_output_dirs(sys.argv[1:]) if _is_dir(Path(p)))
     bad = unwritable_output_dir(sys.argv[1:])
     if bad is not None:
         print(f"Error: the output folder {bad!r} cannot be created or written (a file stands in its path or "

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_jsonl, run_cli
+from conftest import one_line_error, QUIET, read_jsonl, run_cli
 
 
 def test_overrides_reach_the_run(tmp_path):
@@ -168,3 +168,35 @@ def test_a_refused_command_leaves_no_folder_and_no_lock(tmp_path):
     assert proc.returncode == 2 and mine.is_dir() and not list(mine.iterdir())
     proc = run_cli("optimizer.lr=-1", cwd=mine)  # the default timestamped folder
     assert proc.returncode == 2 and not list((mine / "outputs" / "runs").iterdir())
+
+
+def test_errors_that_are_not_config_errors_still_reach_hydras_handler(capsys):
+    """The one-paragraph wrapper handles Hydra's config errors only; anything else raised under Hydra's
+    ``run_and_report`` (an OSError making a run folder, a plugin's error) goes to Hydra's own handler as before:
+    reported, exit 1 (which main maps to 2 when no job started), never an uncaught exception."""
+    import hydra._internal.utils as hydra_utils
+
+    from teleport_runner.hydra_patches import _config_errors_in_one_paragraph
+
+    hydras = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+    run_and_report = _config_errors_in_one_paragraph(hydras)
+
+    def fails():
+        raise RuntimeError("not a config error")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_and_report(fails)
+    assert exit_.value.code == 1 and "not a config error" in capsys.readouterr().err
+    assert run_and_report(lambda: 7) == 7
+
+
+def test_an_output_folder_name_the_os_refuses_is_refused_not_a_crash(tmp_path):
+    """A run folder whose name the OS refuses (too long) is a refused command, exit 2, nothing written; the
+    pre-checks (the folders that existed, the write check) never crash on it."""
+    long = "a" * 300
+    proc = run_cli(f"hydra.run.dir={tmp_path}/{long}", *QUIET)
+    assert proc.returncode == 2, proc.stderr
+    assert one_line_error(proc).startswith("Error: the output folder")
+    proc = run_cli(f"hydra.run.dir={tmp_path}/x${{seed}}{long}", *QUIET)  # known only once Hydra resolves it
+    assert proc.returncode == 2, proc.stderr
+    assert not list(tmp_path.iterdir())

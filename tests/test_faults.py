@@ -110,6 +110,19 @@ def test_a_stale_lock_does_not_block_and_a_finished_folder_is_refused(tmp_path):
     assert (tmp_path / "summary.json").read_bytes() == before
 
 
+def test_a_refused_command_leaves_a_finished_runs_lock_file_as_it_was(tmp_path):
+    """The lock file of a finished run says who ran it; a command refused there (no resume) leaves it byte for
+    byte, while a lock file the refused command created itself is removed again."""
+    run(compose_cfg("experiment=paper_booth"), tmp_path)
+    lock = (tmp_path / ".teleport.lock").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run(compose_cfg("experiment=paper_booth", "seed=3"), tmp_path)
+    assert (tmp_path / ".teleport.lock").read_bytes() == lock
+    with pytest.raises(ConfigError):
+        run(compose_cfg("experiment=paper_booth", "resume=true"), tmp_path / "new")
+    assert not (tmp_path / "new" / ".teleport.lock").exists()
+
+
 # 6. Signals at each phase leave a consistent summary.
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_while_figures_are_drawn_keeps_the_summary(tmp_path, monkeypatch, sig):

@@ -483,3 +483,66 @@ def test_a_bad_group_option_in_a_sweep_is_refused_before_any_job(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "nosuch" in proc.stderr
     assert not list((tmp_path / "s").rglob("summary.json"))
+
+
+READ_YAML_EDGES = """\
+lr: 1e-3
+big: 1.0e+5
+neg: -1E-2
+under: 1_000
+inf: .inf
+ninf: -.inf
+nan: .nan
+int: 12
+octal: 017
+hex: 0x1F
+bool: true
+yes_word: yes
+none: null
+tilde: ~
+missing: '???'
+interp: ${now:%Y-%m-%d_%H-%M-%S_%f}
+ref: ${optimizer.lr}
+quoted_float: '1e-3'
+quoted_int: "12"
+date: 2024-01-02
+stamp: 2024-01-02 10:11:12
+sexagesimal: 1:20
+list: [1, 1e-3, '2', null, .inf]
+nested: {a: {b: 1e5, c: 'x'}}
+"""
+
+
+def _same_tree(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_read_yaml_reads_what_omegaconf_reads(tmp_path):
+    """config_tree.read_yaml (libyaml, for reports over many runs) gives the values and types that
+    ``OmegaConf.to_container(OmegaConf.load(path))`` gives: on the .hydra/*.yaml of real runs (a run and a sweep's
+    jobs) and on the scalars OmegaConf reads its own way (1e-3 a float, dates and timestamps left strings)."""
+    from omegaconf import OmegaConf
+
+    from teleport_runner.config_tree import read_yaml
+
+    crafted = tmp_path / "edges.yaml"
+    crafted.write_text(READ_YAML_EDGES)
+    teleport_train("experiment=paper_booth", "steps=3", "optimizer.lr=1e-3", f"hydra.run.dir={tmp_path}/run")
+    teleport_train("-m", "experiment=paper_regression", "steps=2", "seed=0,1", "teleport.max_rel_drift=inf",
+                   f"hydra.sweep.dir={tmp_path}/sweep")
+    files = [crafted, *sorted(tmp_path.glob("run/.hydra/*.yaml")), *sorted(tmp_path.glob("sweep/*/.hydra/*.yaml")),
+             tmp_path / "sweep" / "multirun.yaml"]
+    assert len(files) == 1 + 3 + 6 + 1, files
+    for path in files:
+        expected = OmegaConf.to_container(OmegaConf.load(path))
+        assert _same_tree(read_yaml(path), expected), path
+    edges = read_yaml(crafted)
+    assert edges["lr"] == 1e-3 and edges["date"] == "2024-01-02" and edges["quoted_float"] == "1e-3"
