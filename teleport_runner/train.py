@@ -244,6 +244,9 @@ def main() -> None:
         print(f"Error: {keyless[0]!r} is not an override: write key=value (teleport-train --help lists the keys).",
               file=sys.stderr)
         sys.exit(2)
+    global COMMAND_STARTED  # main() may run more than once in a process (tests, a notebook)
+    COMMAND_STARTED = time.time()
+    PREEXISTING.clear()
     PREEXISTING.update(Path(p).resolve() for p in named_output_dirs(sys.argv[1:]) if _is_dir(Path(p)))
     bad = unwritable_output_dir(sys.argv[1:])
     if bad is not None:
