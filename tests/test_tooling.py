@@ -546,3 +546,20 @@ def test_read_yaml_reads_what_omegaconf_reads(tmp_path):
         assert _same_tree(read_yaml(path), expected), path
     edges = read_yaml(crafted)
     assert edges["lr"] == 1e-3 and edges["date"] == "2024-01-02" and edges["quoted_float"] == "1e-3"
+
+
+def test_an_in_process_run_leaves_the_callers_thread_count(run_config):
+    """``run`` sets torch's threads for the run (recorded in summary.json) and gives the caller's count back, also
+    when the run is refused."""
+    from teleport_runner.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        summary, _ = run_config("experiment=paper_booth", "threads=1", "plots=false", "logger=jsonl")
+        assert summary["threads"] == 1 and torch.get_num_threads() == 2
+        with pytest.raises(ConfigError):
+            run_config("experiment=paper_booth", "threads=1", "optimizer.lr=-1")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
