@@ -13,7 +13,8 @@ composes the first job of each *shape*: the override keys, with every value that
 config group choice, ``experiment=...``, ``optimizer=...``). Jobs of one shape differ only in numbers, which cannot
 make a composition fail (the runner checks values before each job, and a bad interpolation fails only when resolved), so
 a batch whose first job of each shape composes composes whole, and a bad group choice is still refused before
-any job runs.
+any job runs; the sweep folder Hydra made for it (holding only its ``multirun.yaml``) is then removed, as a
+refused command leaves nothing behind.
 
 Each change is left out where the Hydra function it replaces has another name.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 _INSTALLED = False
 
@@ -50,7 +52,21 @@ def validate_one_per_shape(self, batch) -> None:
             shape = ("unparsed", tuple(overrides))
         if shape not in seen:
             seen.add(shape)
-            loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            try:
+                loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            except Exception:  # refused before any job: the sweep folder Hydra just made goes too
+                _drop_sweep_folder(self.config)
+                raise
+
+
+def _drop_sweep_folder(config) -> None:
+    from .record import remove_if_made_now
+
+    try:
+        folder = Path(str(config.hydra.sweep.dir))
+    except Exception:  # no sweep folder in the config: nothing to remove
+        return
+    remove_if_made_now(folder, leftovers=("multirun.yaml",))
 
 
 def one_paragraph(exc: BaseException) -> str:

@@ -163,3 +163,44 @@ def _holder(path: Path) -> str:
                 f"{info.get('command')}")
     except (OSError, ValueError):
         return "its pid is not recorded yet"
+
+
+# ---- folders Hydra made for a command that was refused --------------------------------------------------------
+#: When the command started, and the output folders named on its command line that existed then (``begin_command``).
+_COMMAND: dict = {"started": time.time(), "preexisting": set()}
+
+
+def begin_command(named_folders) -> None:
+    """Called by the CLI first thing: from now on, a folder made later and not among ``named_folders`` (the
+    ``hydra.run.dir``/``hydra.sweep.dir`` values, as far as they exist now) was made for this command."""
+    preexisting = set()
+    for folder in named_folders:
+        with suppress(OSError):  # a name the OS refuses (too long) is not a folder that exists
+            if folder.is_dir():
+                preexisting.add(folder.resolve())
+    _COMMAND.update(started=time.time(), preexisting=preexisting)
+
+
+def made_by_hydra_now(folder: Path, leftovers: tuple[str, ...] = ()) -> bool:
+    """Whether Hydra created ``folder`` for this command (it makes the run folder before the job starts, and the
+    sweep folder with its ``multirun.yaml`` before checking the batch): nothing in it but ``leftovers``, created
+    after the command began, and not named on the command line while it existed. A folder the user made
+    beforehand is never removed."""
+    try:
+        return (folder.resolve() not in _COMMAND["preexisting"] and {p.name for p in folder.iterdir()} <= set(leftovers)
+                and folder.stat().st_ctime > _COMMAND["started"])
+    except OSError:
+        return False
+
+
+def remove_if_made_now(folder: Path, leftovers: tuple[str, ...] = ()) -> None:
+    """A refused command leaves no trace: remove ``folder`` (and the ``leftovers`` Hydra wrote into it) when
+    ``made_by_hydra_now``; otherwise leave it as it is."""
+    if not made_by_hydra_now(folder, leftovers):
+        return
+    try:
+        for name in leftovers:
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass  # something else was written there after all: keep it

@@ -32,10 +32,6 @@ JOB_STATUSES: list[str] = []
 #: The command's stop request: SIGINT/SIGTERM handlers feed it from the start of ``main`` (so a signal during
 #: imports or Hydra's composition is honoured too), every job and the sweep report read it.
 STOP = None
-#: When this process started, and the run folders named on its command line that existed then: an empty run
-#: folder made later, and not one of those, was made by Hydra for this command (see ``_made_by_hydra_now``).
-COMMAND_STARTED = time.time()
-PREEXISTING: set[Path] = set()
 
 
 def _short_warning(message, category, filename, lineno, line=None) -> str:
@@ -73,22 +69,20 @@ def _task(cfg: DictConfig):
 
     from contextlib import nullcontext
 
+    from .record import made_by_hydra_now, remove_if_made_now
     from .signals import exit_code_for_signal, handle_signals
 
     warnings.formatwarning = _short_warning
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun, started = hydra_cfg.mode == RunMode.MULTIRUN, time.time()
-    made_for_this_job = _made_by_hydra_now(run_dir)
+    made_for_this_job = made_by_hydra_now(run_dir)  # before the job touches it
     JOB_STATUSES.append("started")  # replaced by the job's outcome below
     with nullcontext(STOP) if STOP is not None else handle_signals() as stop:  # main() installed the handlers
         summary, outcome = _run_job(cfg, run_dir, stop, _hydra_files(hydra_cfg), multirun, started)
     JOB_STATUSES[-1] = outcome
     if outcome in ("refused", "interrupted") and made_for_this_job:  # no empty outputs/runs/<time>/ left behind
-        try:
-            run_dir.rmdir()
-        except OSError:
-            pass  # something was written there after all: keep it
+        remove_if_made_now(run_dir)
     # A signal at any point of the job (start-up, training, figures) stops the command: 128 + the signal.
     if not multirun:
         code = exit_code_for_signal(stop.signum) if stop.requested else EXIT_CODES.get(outcome, 1)
@@ -101,16 +95,6 @@ def _task(cfg: DictConfig):
     from .objective import objective
 
     return objective(summary, cfg.optimize_metric, hydra_cfg.sweeper.get("direction", "minimize"))
-
-
-def _made_by_hydra_now(run_dir: Path) -> bool:
-    """Whether Hydra created ``run_dir`` for this command (it makes the folder before the job starts): empty, and
-    created after the command began. A folder the user made beforehand is never removed."""
-    try:
-        return (run_dir.resolve() not in PREEXISTING and not any(run_dir.iterdir())
-                and run_dir.stat().st_ctime > COMMAND_STARTED)
-    except OSError:
-        return False
 
 
 def _run_job(cfg, run_dir: Path, stop, hydra_files, multirun: bool, started: float) -> tuple[dict, str]:
@@ -212,13 +196,6 @@ def unwritable_output_dir(argv: list[str]) -> str | None:
     return None
 
 
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:  # a name the OS refuses (too long): not a folder that exists
-        return False
-
-
 def can_create_folder_in(folder: Path) -> bool:
     """Whether a folder can be made inside ``folder``, by making (and removing) one: ``os.access`` says yes to
     root everywhere, also on read-only mounts and in /proc."""
@@ -244,10 +221,9 @@ def main() -> None:
         print(f"Error: {keyless[0]!r} is not an override: write key=value (teleport-train --help lists the keys).",
               file=sys.stderr)
         sys.exit(2)
-    global COMMAND_STARTED  # main() may run more than once in a process (tests, a notebook)
-    COMMAND_STARTED = time.time()
-    PREEXISTING.clear()
-    PREEXISTING.update(Path(p).resolve() for p in named_output_dirs(sys.argv[1:]) if _is_dir(Path(p)))
+    from .record import begin_command
+
+    begin_command([Path(p) for p in named_output_dirs(sys.argv[1:])])
     bad = unwritable_output_dir(sys.argv[1:])
     if bad is not None:
         print(f"Error: the output folder {bad!r} cannot be created or written (a file stands in its path or "

@@ -478,11 +478,18 @@ def test_a_sweep_composes_one_job_per_shape_before_launching(monkeypatch):
 
 
 def test_a_bad_group_option_in_a_sweep_is_refused_before_any_job(tmp_path):
+    """Refused before any job runs, in one line, and the sweep folder Hydra made for it (with its multirun.yaml)
+    is gone again; a sweep folder the user made beforehand stays."""
     proc = teleport_train("-m", "experiment=paper_booth", "seed=0,1", "optimizer=sgd,nosuch",
                           f"hydra.sweep.dir={tmp_path}/s", check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "nosuch" in proc.stderr
-    assert not list((tmp_path / "s").rglob("summary.json"))
+    assert proc.stderr.startswith("Error: ") and "'optimizer/nosuch'" in proc.stderr
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "mine").mkdir()
+    proc = teleport_train("-m", "experiment=paper_booth", "seed=0,1", "optimizer=sgd,nosuch",
+                          f"hydra.sweep.dir={tmp_path}/mine", check=False)
+    assert proc.returncode == 2 and (tmp_path / "mine").is_dir()
+    assert not list((tmp_path / "mine").rglob("summary.json"))
 
 
 READ_YAML_EDGES = """\
