@@ -260,4 +260,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # python -m teleport_runner.train: run the imported module, whose state (STOP, the job statuses) the rest of
+    # the package reads, not this __main__ copy of it.
+    from teleport_runner.train import main as package_main
+
+    package_main()
