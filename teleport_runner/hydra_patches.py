@@ -27,13 +27,11 @@ from pathlib import Path
 _INSTALLED = False
 
 
-def _shape(overrides) -> tuple:
+def _shape(parser, overrides) -> tuple:
     """The override keys, with every value that is not a plain number (group choices are names; a string value
     is kept too, which only costs a composition more)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     shape = []
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
+    for override in parser.parse_overrides(list(overrides)):
         value = override.value()
         plain = value is None or isinstance(value, (bool, int, float))
         shape.append((override.type.name, override.key_or_group, override.package, None if plain else repr(value)))
@@ -42,12 +40,14 @@ def _shape(overrides) -> tuple:
 
 def validate_one_per_shape(self, batch) -> None:
     """``Sweeper.validate_batch_is_legal``, composing the first job of each shape only."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     loader = (self.hydra_context.config_loader if getattr(self, "hydra_context", None) is not None
               else self.config_loader)
-    seen = set()
+    parser, seen = OverridesParser.create(), set()
     for overrides in batch:
         try:
-            shape = _shape(overrides)
+            shape = _shape(parser, overrides)
         except Exception:  # anything unparsed here is composed, as Hydra would
             shape = ("unparsed", tuple(overrides))
         if shape not in seen:

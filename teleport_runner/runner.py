@@ -182,8 +182,16 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
     writing a ``failed`` summary. ``multirun``: a job of a sweep (``plots=auto`` then draws no figures of its
     own: ~0.5 s a job, the sweep report draws them once). Warnings raised while building are shown once the
     run starts (so that train.log has them too), or at once when the run is refused."""
-    run_dir, stop, shown = Path(run_dir), stop or StopRequest(), []
-    threads_before = torch.get_num_threads()  # restored at the end: a caller's process keeps its own setting
+    threads_before = torch.get_num_threads()  # set for the run, given back: a caller keeps its own setting
+    try:
+        return _run(cfg, Path(run_dir), stop or StopRequest(), hydra_files, multirun)
+    finally:
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+
+
+def _run(cfg: DictConfig, run_dir: Path, stop: StopRequest, hydra_files, multirun: bool) -> dict:
+    shown = []
     try:
         with warnings.catch_warnings(record=True) as shown:  # 1. Every check and every object, nothing written.
             warnings.simplefilter("always")
@@ -194,14 +202,12 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
             problem, symmetry, teleporter, schedule, params, optimizer = build(cfg, device, dtype, problem)
             if cfg.get("print_pairs", False):  # list where the symmetry acts, and stop before the folder is touched
                 print("\n".join([f"{symmetry.name} on {problem.name}:", *symmetry.describe()]))
-                _restore_threads(threads_before)
                 return {"status": "completed", "pairs": symmetry.describe(), "run_dir": str(run_dir)}
             steps = total_steps(cfg, problem.steps_per_epoch)
             teleport_steps = schedule.steps(steps, problem.steps_per_epoch)
             loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.logger or {}).items()]
     except BaseException:
         _reissue(shown)
-        _restore_threads(threads_before)
         raise
     stats = RunStats(loss_thresholds=thresholds)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # group samples, on the device
@@ -233,12 +239,6 @@ def run(cfg: DictConfig, run_dir: Path, *, stop: StopRequest | None = None,
                                 plots=cfg.plots if isinstance(cfg.plots, bool) else not multirun)
     finally:
         _reissue(shown)  # refused: the build's warnings still reach the console
-        _restore_threads(threads_before)
-
-
-def _restore_threads(count: int) -> None:
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
 
 
 def _reissue(caught) -> None:

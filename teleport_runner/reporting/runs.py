@@ -110,15 +110,16 @@ def _read_run(run_dir: Path) -> Run:
     summary = json.loads((run_dir / "summary.json").read_text())
     if not isinstance(summary, dict):
         raise ValueError("summary.json is not a JSON object")
-    hydra_dir = run_dir / ".hydra"
-    config = (read_yaml(hydra_dir / "config.yaml") or {}) if (hydra_dir / "config.yaml").exists() else {}
-    overrides = read_yaml(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").exists() else []
-    hydra = (read_yaml(hydra_dir / "hydra.yaml") or {}) if (hydra_dir / "hydra.yaml").exists() else None
-    run = Run(run_dir, summary, flatten(config), choices=_choices(hydra),
+
+    def hydra_file(name):  # what Hydra recorded, or None where the file is not there
+        path = run_dir / ".hydra" / name
+        return read_yaml(path) if path.exists() else None
+
+    config, overrides, hydra = hydra_file("config.yaml"), hydra_file("overrides.yaml"), hydra_file("hydra.yaml")
+    run = Run(run_dir, summary, flatten(config or {}), choices=_choices(hydra),
               overrides=[str(o) for o in overrides or []])
-    if hydra is not None:
-        direction = select(hydra, "hydra.sweeper.direction")
-        run.direction = str(direction[0] if isinstance(direction, list) else direction or "minimize")
+    direction = select(hydra, "hydra.sweeper.direction")
+    run.direction = str(direction[0] if isinstance(direction, list) else direction or "minimize")
     return run
 
 

@@ -144,6 +144,7 @@ class GLData(_BatchPairAction):
                 "with teleport.compound=true.")
         self.form, self.inverse = form, inverse
         self.exact = inverse == "exact"
+        self.warns_unbounded = form != "official"  # the official code's move is unbounded, as published
 
     def check_run(self, problem, teleporter, optimizer) -> None:
         super().check_run(problem, teleporter, optimizer)

@@ -47,6 +47,9 @@ class LayerPairSymmetry(Symmetry):
         pairs: null for every pair (0 .. n_layers-2), or a list of pair indices.
     """
 
+    #: Warn when the ascent has no ``max_group_norm`` (False where a run is unbounded by design).
+    warns_unbounded = True
+
     #: activations the action is exact for (None: all)
     activations: Sequence[str] | None = None
     why_not: str = ""
@@ -127,7 +130,7 @@ class LayerPairSymmetry(Symmetry):
     def check_run(self, problem, teleporter, optimizer) -> None:
         super().check_run(problem, teleporter, optimizer)
         self.check_batch(problem.teleport_batch_size(getattr(teleporter, "batch_size", None)))
-        if getattr(self, "form", None) != "official":  # the official code's move is unbounded, as published
+        if self.warns_unbounded:
             warn_unbounded(self.name, teleporter)
 
     def check_batch(self, batch_size: int) -> None:
